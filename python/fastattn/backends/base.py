@@ -1,0 +1,88 @@
+"""What every backend declares (the xformers pattern).
+
+A backend is one way to run one op (``"attention"`` or ``"gelu_ffn"``) on normalised inputs:
+
+* :meth:`Backend.unavailable_reason` — ``None`` if it can run on this machine at all, else why not
+  (missing Triton, extension not built, no GPU, ...). Cached; cheap to call.
+* :meth:`Backend.not_supported_reasons` — for given inputs, every reason it cannot run them
+  (empty list = it can). Only metadata is inspected: no device sync, no data access.
+* :meth:`Backend.run` — compute. Attention returns ``(B, Hq, Lq, Ev)``; with ``out_blhd=True`` its
+  memory is laid out ``(B, Lq, Hq, Ev)`` (what HF's attention interface returns, so no transpose copy).
+
+Kernel backends implement :meth:`KernelBackend.launch` and get ``run`` through the ``fastattn::``
+torch.library custom ops (fake tensors for ``torch.compile``, autograd by recompute).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+
+
+class Backend:
+    name: str = "?"
+    op: str = "?"
+    #: a fused backward exists (auto-dispatch prefers a backend with one when inputs need grad)
+    supports_backward: bool = False
+    #: dropout is applied in the kernel
+    supports_dropout: bool = False
+
+    _unavailable: Optional[str] = None
+    _checked: bool = False
+
+    def _probe(self) -> Optional[str]:
+        """Return ``None`` if usable on this machine, else the reason. Called once."""
+        return None
+
+    def unavailable_reason(self) -> Optional[str]:
+        if not self._checked:
+            try:
+                self._unavailable = self._probe()
+            except Exception as e:  # a broken install must not break the import of fastattn
+                self._unavailable = f"probe failed: {type(e).__name__}: {e}"
+            self._checked = True
+        return self._unavailable
+
+    def reset(self) -> None:
+        """Forget the cached availability (tests flip TRITON_INTERPRET)."""
+        self._checked = False
+        self._unavailable = None
+
+    def not_supported_reasons(self, inp) -> List[str]:
+        raise NotImplementedError
+
+    def run(self, inp, out_blhd: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<fastattn {self.op} backend {self.name!r}>"
+
+
+class KernelBackend(Backend):
+    """A backend whose compute is a fused kernel launched by :meth:`launch`."""
+
+    def launch(self, inp, out: torch.Tensor) -> Optional[torch.Tensor]:
+        """Write the result into ``out`` (preallocated, any strides with a contiguous last dim).
+        Attention returns the float32 natural-log LSE ``(B, Hq, Lq)`` (``-inf`` on empty rows)."""
+        raise NotImplementedError
+
+    def run(self, inp, out_blhd: bool = False) -> torch.Tensor:
+        from .. import library
+        if self.op == "attention":
+            return library.attention_via_kernel(self.name, inp, out_blhd)
+        return library.ffn_via_kernel(self.name, inp)
+
+
+def device_reasons(inp_device: torch.device, *, interpret_ok: bool) -> List[str]:
+    """Common device rule for GPU kernels: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1."""
+    import os
+    interp = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if inp_device.type == "cuda":
+        if interp:
+            return ["TRITON_INTERPRET=1 is set: the interpreter runs CPU tensors, not CUDA ones"]
+        return []
+    if inp_device.type == "cpu" and interpret_ok and interp:
+        return []
+    extra = " (or CPU tensors with TRITON_INTERPRET=1)" if interpret_ok else ""
+    return [f"tensors are on {inp_device}; this backend needs CUDA tensors{extra}"]
