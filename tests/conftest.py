@@ -1,0 +1,37 @@
+"""Test configuration shared by every test module.
+
+On a machine without a CUDA device the Triton kernels run under the interpreter on CPU tensors: set
+TRITON_INTERPRET=1 before anything imports triton (this file is imported first by pytest).
+"""
+
+import os
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+HAS_CUDA = _has_cuda()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def device():
+    import torch
+    return torch.device("cuda" if HAS_CUDA else "cpu")
