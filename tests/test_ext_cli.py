@@ -94,3 +94,19 @@ def test_console_script_installed():
     assert exe is not None, "the `fastattn` console script is not installed next to this python"
     r = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("missing", ["triton", "transformers"])
+def test_imports_without_optional_packages(missing):
+    """fastattn installs and imports without Triton (e.g. macOS) or transformers: the backend says why."""
+    code = (f"import sys; sys.modules[{missing!r}] = None\n"
+            "import fastattn, torch\n"
+            "ab = fastattn.available_backends()\n"
+            "print(ab)\n"
+            "assert ab['torch'] is None\n"
+            "if " + repr(missing) + " == 'triton': assert ab['triton'] and 'triton' in ab['triton'].lower()\n"
+            "q = torch.randn(1, 2, 3, 8)\n"
+            "assert fastattn.attention(q, q, q).shape == q.shape\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    print(r.stdout, r.stderr)
+    assert r.returncode == 0, r.stderr

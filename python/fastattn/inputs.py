@@ -15,6 +15,11 @@ import torch
 
 from .masks import KeyPadding, NormalizedMask
 
+try:
+    from torch.nn.attention.bias import CausalBias, CausalVariant
+except ImportError:  # pragma: no cover - torch without attention.bias
+    CausalBias = CausalVariant = None
+
 ATTN_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 GELU_APPROXIMATIONS = ("none", "tanh")
 
@@ -150,10 +155,7 @@ def _normalize_mask(attn_mask, q, q4, Lq, Lk, is_causal) -> NormalizedMask:
     B, Hq = q4.shape[0], q4.shape[1]
     if attn_mask is None:
         return NormalizedMask(causal="top_left" if is_causal else None)
-    try:  # CausalBias is a tensor subclass: test for it before the plain-tensor branch
-        from torch.nn.attention.bias import CausalBias, CausalVariant
-    except ImportError:  # pragma: no cover - very old torch
-        CausalBias = None
+    # CausalBias is a tensor subclass: test for it before the plain-tensor branch
     if CausalBias is not None and isinstance(attn_mask, CausalBias):
         if attn_mask.seq_len_q != Lq or attn_mask.seq_len_kv != Lk:
             raise ValueError(f"attn_mask is a CausalBias for Lq={attn_mask.seq_len_q}, Lk={attn_mask.seq_len_kv} "
