@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q "setuptools>=77" wheel "pybind11>=2.12" ninja
+	$(PY) -m pip install -q "setuptools>=64" wheel "pybind11>=2.12" ninja
 	# the extension is built by the `build` target (incremental ninja), not twice
 	FASTATTN_BUILD_CUDA=0 $(PY) -m pip install -q -e ".[test]"
 	touch $@
