@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q "setuptools>=64" wheel "pybind11>=2.12" ninja
+	# cuBLASLt headers + library for fastattn._C_blas (CUDA 13 ships them as a wheel; no torch pulled)
+	if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null; then \
+	  $(PY) -m pip install -q --no-deps "nvidia-cublas>=13,<14"; fi
 	# the extension is built by the `build` target (incremental ninja), not twice
 	FASTATTN_BUILD_CUDA=0 $(PY) -m pip install -q -e ".[test]"
 	touch $@

@@ -40,6 +40,34 @@ def find_cuda_home():
     return None
 
 
+def find_cublas(cuda_home):
+    """``(include_dir, lib_dir, link_flag)`` of cuBLASLt, or ``None``. Looked for in FASTATTN_CUBLAS_HOME,
+    the CUDA toolkit, then the ``nvidia-cublas`` wheel (``nvidia/cu13`` for CUDA 13, ``nvidia/cublas`` for
+    the ``-cu12`` wheels) in this interpreter's site-packages. The wheel ships only ``libcublasLt.so.N``,
+    so the link flag names the file (``-l:libcublasLt.so.13``) when no unversioned ``.so`` exists."""
+    import site
+    roots = [os.environ.get("FASTATTN_CUBLAS_HOME"), cuda_home]
+    pkgs = list(sys.path) + [sysconfig.get_paths().get(k) for k in ("purelib", "platlib")]
+    try:
+        pkgs += site.getsitepackages() + [site.getusersitepackages()]
+    except AttributeError:  # virtualenv's old site module
+        pass
+    for p in pkgs:
+        if p:
+            roots += [os.path.join(p, "nvidia", "cu13"), os.path.join(p, "nvidia", "cublas")]
+    for root in roots:
+        if not root or not os.path.exists(os.path.join(root, "include", "cublasLt.h")):
+            continue
+        for lib in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")):
+            d = os.path.join(root, lib)
+            if os.path.exists(os.path.join(d, "libcublasLt.so")):
+                return os.path.join(root, "include"), d, "-lcublasLt"
+            versioned = sorted(glob.glob(os.path.join(d, "libcublasLt.so.[0-9]*")), key=len)
+            if versioned:
+                return os.path.join(root, "include"), d, "-l:" + os.path.basename(versioned[0])
+    return None
+
+
 def parse_archs(spec):
     flags, names = [], []
     for a in [s.strip() for s in spec.replace(",", ";").split(";") if s.strip()]:
@@ -84,6 +112,17 @@ class NinjaBuildExt(build_ext):
             return super().build_extension(ext)
         import pybind11
 
+        libraries = [f"-l{l}" for l in ext.cuda_libraries]
+        extra_inc, extra_lib = [], []
+        if "cublasLt" in ext.cuda_libraries:
+            found = find_cublas(self.cuda_home)
+            if found is None:
+                raise SystemExit(f"{ext.name}: cublasLt.h / libcublasLt not found (pip install nvidia-cublas, "
+                                 "or set FASTATTN_CUBLAS_HOME)")
+            extra_inc, extra_lib = [found[0]], [found[1]]
+            libraries = [found[2] if l == "-lcublasLt" else l for l in libraries]
+            # run time: the wheel next to an installed fastattn ('$$' is ninja's escape of '$')
+            libraries += ["-Wl,-rpath,'$$ORIGIN/../nvidia/cu13/lib'", "-Wl,-rpath,'$$ORIGIN/../nvidia/cublas/lib'"]
         archs, arch_names = parse_archs(os.environ.get("FASTATTN_CUDA_ARCHS", "80;90a"))
         out_path = os.path.abspath(self.get_ext_fullpath(ext.name))
         os.makedirs(os.path.dirname(out_path), exist_ok=True)
@@ -93,7 +132,7 @@ class NinjaBuildExt(build_ext):
         nvcc = os.path.join(cuda, "bin", "nvcc")
         cxx = os.environ.get("CXX", "c++")
         includes = [pybind11.get_include(), sysconfig.get_paths()["include"], os.path.join(cuda, "include"),
-                    os.path.join(ROOT, "csrc")]
+                    os.path.join(ROOT, "csrc")] + extra_inc
         inc = " ".join(f"-I{p}" for p in includes)
         defs = f"-DFASTATTN_ARCHS='\"{';'.join(arch_names)}\"'"
         common = "-O3 -std=c++17 -fPIC -fvisibility=hidden"
@@ -103,6 +142,7 @@ class NinjaBuildExt(build_ext):
         lib_dirs = [os.path.join(cuda, d) for d in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib"))]
         lib_dirs += [os.path.join(d, "stubs") for d in lib_dirs]
         lib_dirs = [d for d in lib_dirs if os.path.isdir(d)]
+        lib_dirs += extra_lib
         libs = " ".join(f"-L{d}" for d in lib_dirs)
         rpath = ":".join(d for d in lib_dirs if not d.endswith("stubs"))
         lines = [
@@ -110,7 +150,7 @@ class NinjaBuildExt(build_ext):
             f"rule nvcc\n  command = {nvcc} {nvcc_flags} {inc} -c $in -o $out -MD -MF $out.d\n  depfile = $out.d\n  deps = gcc\n  description = NVCC $in",
             f"rule cxx\n  command = {cxx} {common} {defs} {inc} -c $in -o $out -MD -MF $out.d\n  depfile = $out.d\n  deps = gcc\n  description = CXX $in",
             f"rule link\n  command = {cxx} -shared $in -o $out {libs} -Wl,-rpath,{rpath} -lcudart_static "
-            + " ".join(f"-l{l}" for l in ext.cuda_libraries) + " -ldl -lpthread -lrt\n  description = LINK $out",
+            + " ".join(libraries) + " -ldl -lpthread -lrt\n  description = LINK $out",
         ]
         objs = []
         for src in ext.cuda_sources:
@@ -139,6 +179,12 @@ def cuda_sources():
 ext_modules = [CUDAExtension("fastattn._C", cuda_sources())]
 blas_sources = sorted(glob.glob("csrc/blas/*.cu") + glob.glob("csrc/blas/*.cpp"))
 if blas_sources:
-    ext_modules.append(CUDAExtension("fastattn._C_blas", blas_sources, libraries=["cublasLt"]))
+    # cuBLASLt headers/libs are not part of every toolkit install (CUDA 13 pip wheels ship them as
+    # nvidia-cublas): without them _C_blas is not built and the cuda FFN backend reports why.
+    if find_cublas(find_cuda_home()) is not None:
+        ext_modules.append(CUDAExtension("fastattn._C_blas", blas_sources, libraries=["cublasLt"]))
+    elif os.environ.get("FASTATTN_BUILD_CUDA", "").strip() != "0":
+        print("fastattn: not building fastattn._C_blas: cublasLt.h / libcublasLt not found (pip install "
+              "nvidia-cublas, or set FASTATTN_CUBLAS_HOME)", file=sys.stderr)
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": NinjaBuildExt})
