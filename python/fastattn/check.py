@@ -61,5 +61,46 @@ def run_check(device: Optional[str] = None, verbose: bool = False) -> int:
                 print(f"  {name:7} {case}: {'ok' if c.ok else 'FAIL'} {c}")
             failures += not c.ok
         print(f"  {name:7} {ran} cases run")
+    failures += _check_ffn(dev, verbose)
     print("check: " + ("all passed" if failures == 0 else f"{failures} FAILED"))
     return 1 if failures else 0
+
+
+def _check_ffn(dev, verbose: bool) -> int:
+    import fastattn
+    from fastattn import reference
+    from fastattn.backends import FFN_BACKENDS, PRIORITY
+    from fastattn.testing import compare
+
+    g = torch.Generator(device="cpu").manual_seed(1)
+    dtypes = [torch.float32] + ([torch.float16, torch.bfloat16] if dev.type == "cuda" else [torch.float16])
+    failures = 0
+    for name in PRIORITY:
+        why = FFN_BACKENDS[name].unavailable_reason()
+        if why is not None:
+            print(f"  {name:7} gelu_ffn skipped: {why}")
+            continue
+        ran = 0
+        for dtype in dtypes:
+            for approximate in ("none", "tanh"):
+                x = torch.randn(33, 40, generator=g).to(dev, dtype)
+                w1 = (torch.randn(100, 40, generator=g) / 6).to(dev, dtype)
+                b1 = torch.randn(100, generator=g).to(dev, dtype)
+                w2t = (torch.randn(100, 40, generator=g) / 10).to(dev, dtype)  # Conv1D layout: pass .t()
+                b2 = torch.randn(40, generator=g).to(dev, dtype)
+                args = (x, w1, b1, w2t.t(), b2)
+                try:
+                    out = fastattn.gelu_ffn(*args, approximate=approximate, backend=name)
+                except ValueError as e:
+                    if verbose:
+                        print(f"  {name:7} gelu_ffn {dtype} {approximate}: not supported ({e})")
+                    continue
+                ref = reference.gelu_ffn(*args, approximate=approximate)
+                naive = reference.gelu_ffn(*args, approximate=approximate, compute_dtype=None)
+                c = compare(out, ref, naive, dtype)
+                ran += 1
+                if not c.ok or verbose:
+                    print(f"  {name:7} gelu_ffn {dtype} {approximate}: {'ok' if c.ok else 'FAIL'} {c}")
+                failures += not c.ok
+        print(f"  {name:7} gelu_ffn: {ran} cases run")
+    return failures
