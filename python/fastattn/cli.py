@@ -86,6 +86,11 @@ def cmd_demo(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("bench", "demo"):
+        # their own parsers take every remaining argument, leading options included (`demo --model X`),
+        # which argparse.REMAINDER does not pass through
+        return (cmd_bench if argv[0] == "bench" else cmd_demo)(argparse.Namespace(rest=argv[1:]))
     p = argparse.ArgumentParser(prog="fastattn", description="fused attention and GELU FFN kernels")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="versions, device, extension, backend table").set_defaults(fn=cmd_info)
