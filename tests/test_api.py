@@ -223,7 +223,7 @@ def test_gelu_ffn_torch(approximate, dtype):
     x = torch.randn(3, 5, 32, generator=g).to(dtype)
     w1, b1 = torch.randn(37, 32, generator=g).to(dtype) / 6, torch.randn(37, generator=g).to(dtype)
     w2c = torch.randn(37, 24, generator=g).to(dtype) / 6  # Conv1D layout (in, out): pass .t()
-    out = fastattn.gelu_ffn(x, w1, b1, w2c.t(), None, approximate=approximate)
+    out = fastattn.gelu_ffn(x, w1, b1, w2c.t(), None, approximate=approximate, backend="torch")
     eager = F.linear(F.gelu(F.linear(x, w1, b1), approximate=approximate), w2c.t())
     assert out.shape == (3, 5, 24)
     torch.testing.assert_close(out, eager)

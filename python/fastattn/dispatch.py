@@ -43,7 +43,7 @@ def reasons_against(op: str, name: str, inp, *, auto: bool) -> List[str]:
         reasons.append("inputs require grad and this backend has no fused backward yet (forcing it works: "
                        "its backward recomputes in PyTorch math)")
     dropout = getattr(inp, "dropout_p", 0.0)
-    if dropout > 0 and not b.supports_dropout:
+    if dropout > 0 and not b.supports_dropout and not any("dropout" in r for r in reasons):
         reasons.append(f"dropout_p={dropout} > 0 is not implemented in this kernel")
     return reasons
 

@@ -1,18 +1,231 @@
-"""The ``cuda`` backend of ``attention`` (placeholder until issue #4 lands its kernel)."""
+"""The ``cuda`` backend of ``attention``: the hand-written CUDA C++ flash-attention forward
+(``csrc/attention/``, entry point ``fastattn._C.attention_fwd``).
+
+What it runs: fp16 and bf16 on GPUs of compute capability >= 8.0 (``mma.sync`` m16n8k16 tensor cores,
+``ldmatrix``, ``cp.async`` double-buffered K/V tiles, online softmax in registers); head dims 32, 64,
+80, 96, 128, 256 with ``E == Ev``; GQA/MQA by index (query head ``h`` reads KV head
+``h // (Hq // Hkv)``); no mask, causal top-left and bottom-right (key ``j`` visible from row ``i`` iff
+``j <= i + Lk - Lq``), key padding as per-batch lengths or a ``(B, Lk)`` bool key mask (its
+``[first, last + 1)`` range bounds the key loop, the bits mask inside), combined with causal. q/k/v and
+``out`` are read/written in place through their strides (last dim contiguous, base pointers and the
+strides of non-trivial dims 16-byte aligned). Rows with no visible key give exactly 0 and LSE ``-inf``.
+
+What it leaves to other backends (reasons from :meth:`CudaAttention.not_supported_reasons`): float32 /
+float64, dense bool or float masks, dropout, ``E != Ev``, other head dims, unaligned inputs, CPU tensors.
+Forward only: autograd goes through the recompute backward of the ``fastattn::attn_fwd`` custom op.
+
+Equivalent PyTorch (``keep`` = causal AND key padding; empty rows -> 0)::
+
+    s = (q @ k.transpose(-2, -1)) * scale          # k, v expanded to Hq heads
+    p = softmax(s.masked_fill(~keep, -inf), -1)
+    out = p @ v
+"""
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List, Optional, Tuple
 
+import torch
+
+from .._ext import cuda_device_reason, load_ext
 from .base import KernelBackend
+
+_DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
+_CAUSAL_CODES = {None: 0, "top_left": 1, "bottom_right": 2}
+#: head dims compiled into ``fastattn._C`` (the built extension's own list wins when it loads)
+DEFAULT_HEAD_DIMS = (32, 64, 80, 96, 128, 256)
+BLOCK_M = 64          # query rows per CTA (csrc/attention/attn_fwd.h: attn_fwd_block_m)
+MAX_GRID_Y = 65535    # query blocks per (batch, head)
+INT32_MAX = 2 ** 31 - 1
+ALIGN_BYTES = 16      # cp.async / ldmatrix / 16-byte vector stores
+
+
+def arch_covered(capability: Tuple[int, int], archs: str) -> bool:
+    """Whether a build for ``archs`` (e.g. ``"sm_80;sm_90a"``, SASS only, no PTX) has code that runs on
+    a GPU of ``capability``: ``sm_XY`` runs on major ``X`` with minor ``>= Y``; ``sm_XYa`` only on
+    exactly ``X.Y``."""
+    major, minor = capability
+    for a in archs.replace(",", ";").split(";"):
+        a = a.strip()
+        if a.startswith("sm_"):
+            a = a[3:]
+        exact = a.endswith("a")
+        digits = a.rstrip("af")
+        if not digits.isdigit():
+            continue
+        amaj, amin = divmod(int(digits), 10)
+        if exact and (amaj, amin) == (major, minor):
+            return True
+        if not exact and amaj == major and amin <= minor:
+            return True
+    return False
+
+
+def _alignment_reasons(name: str, t: torch.Tensor) -> List[str]:
+    """cp.async/ldmatrix need a contiguous last dim, a 16-byte aligned base and 16-byte multiples as
+    strides of every dim that has more than one index."""
+    reasons = []
+    if t.shape[-1] > 1 and t.stride(-1) != 1:
+        reasons.append(f"{name} has last-dim stride {t.stride(-1)}; the cuda kernel needs a contiguous last dim")
+    if torch.compiler.is_compiling():
+        # data_ptr() cannot be traced; caching-allocator blocks are 512-byte aligned, so the storage
+        # offset decides (the binding re-checks the real address at run time and raises ValueError)
+        mis = (t.storage_offset() * t.element_size()) % ALIGN_BYTES
+    else:
+        mis = t.data_ptr() % ALIGN_BYTES
+    if mis != 0:
+        reasons.append(f"{name}.data_ptr() is not {ALIGN_BYTES}-byte aligned (address % 16 = {mis}); the cuda "
+                       "kernel loads 16-byte chunks with cp.async")
+    per_chunk = ALIGN_BYTES // t.element_size()
+    bad = [f"stride({d})={t.stride(d)}" for d in range(3) if t.shape[d] > 1 and t.stride(d) % per_chunk != 0]
+    if bad:
+        reasons.append(f"{name} has {', '.join(bad)} not a multiple of {per_chunk} elements (16 bytes), which "
+                       "the cuda kernel's 16-byte cp.async loads need")
+    return reasons
 
 
 class CudaAttention(KernelBackend):
     name = "cuda"
     op = "attention"
 
-    def _probe(self):
-        return "no cuda attention kernel in this build yet"
+    def __init__(self) -> None:
+        self._capabilities: Dict[int, Tuple[int, int]] = {}
+        self._facts: Optional[Tuple[str, Tuple[int, ...]]] = None
 
+    # ------------------------------------------------------------------------------ availability
+    def _probe(self) -> Optional[str]:
+        ext, why = load_ext()
+        if ext is None:
+            return why
+        info = ext.build_info()
+        if "attention" not in info.get("components", ()) or not hasattr(ext, "attention_fwd"):
+            return ("fastattn._C was built without the attention component (csrc/attention); rebuild with "
+                    "`python setup.py build_ext --inplace`")
+        why = cuda_device_reason()
+        if why is not None:
+            return why
+        cap = torch.cuda.get_device_capability()
+        if cap < (8, 0):
+            return (f"GPU {torch.cuda.get_device_name()} has compute capability {cap[0]}.{cap[1]}; the cuda "
+                    "attention kernel needs >= 8.0 (mma.sync bf16, ldmatrix, cp.async)")
+        archs = info.get("archs", "")
+        if not arch_covered(cap, archs):
+            return (f"fastattn._C was built for {archs}, which has no code for this GPU (sm_{cap[0]}{cap[1]}); "
+                    f"rebuild with FASTATTN_CUDA_ARCHS including {cap[0]}{cap[1]}")
+        return None
+
+    def _ext_facts(self) -> Tuple[str, Tuple[int, ...]]:
+        """``(built archs, compiled head dims)`` of the extension (defaults when it is not built)."""
+        if self._facts is None:
+            ext, _ = load_ext()
+            if ext is not None and hasattr(ext, "attention_fwd_head_dims"):
+                self._facts = (ext.build_info().get("archs", ""), tuple(ext.attention_fwd_head_dims()))
+            else:
+                self._facts = ("", DEFAULT_HEAD_DIMS)
+        return self._facts
+
+    def head_dims(self) -> Tuple[int, ...]:
+        return self._ext_facts()[1]
+
+    def _capability(self, device: torch.device) -> Tuple[int, int]:
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        if idx not in self._capabilities:
+            self._capabilities[idx] = torch.cuda.get_device_capability(idx)
+        return self._capabilities[idx]
+
+    # ------------------------------------------------------------------------------ support
     def not_supported_reasons(self, inp) -> List[str]:
-        return []
+        reasons: List[str] = []
+        dev = inp.device
+        if dev.type != "cuda":
+            reasons.append(f"tensors are on {dev}; the cuda kernel needs CUDA tensors")
+        else:
+            cap = self._capability(dev)
+            if cap < (8, 0):
+                reasons.append(f"{dev} has compute capability {cap[0]}.{cap[1]}; the cuda kernel needs >= 8.0")
+            else:
+                archs = self._ext_facts()[0]
+                if archs and not arch_covered(cap, archs):
+                    reasons.append(f"fastattn._C has no code for {dev} (sm_{cap[0]}{cap[1]}; built for {archs})")
+        if inp.dtype not in _DTYPE_CODES:
+            reasons.append(f"dtype {str(inp.dtype).replace('torch.', '')}: the cuda kernel runs float16 and bfloat16 "
+                           "(float32/float64 need full-precision math: the triton or torch backend)")
+        if inp.E != inp.Ev:
+            reasons.append(f"query/key head dim E={inp.E} differs from value head dim Ev={inp.Ev}; the cuda kernel "
+                           "needs E == Ev")
+        dims = self.head_dims()
+        if inp.E not in dims:
+            reasons.append(f"head dim {inp.E} is not compiled into the cuda kernel (supported: "
+                           f"{', '.join(map(str, dims))})")
+        m = inp.mask
+        if m.dense is not None:
+            kind = "bool" if m.dense_is_bool else "float"
+            reasons.append(f"a dense {kind} attn_mask is not supported by the cuda kernel (it takes causal "
+                           "and key padding: pass fastattn.KeyPadding / CausalBias instead)")
+        if m.key_lengths is not None and (m.key_lengths.is_floating_point() or m.key_lengths.dtype == torch.bool):
+            reasons.append(f"key_lengths has dtype {m.key_lengths.dtype}; an integer tensor is needed")
+        if inp.dropout_p > 0:
+            reasons.append(f"dropout_p={inp.dropout_p} > 0 is not implemented in the cuda kernel")
+        if inp.Hkv == 0 or inp.Hq % inp.Hkv != 0:
+            reasons.append(f"Hq={inp.Hq} is not a multiple of Hkv={inp.Hkv}")
+        if inp.Lq > BLOCK_M * MAX_GRID_Y or max(inp.Lq, inp.Lk) > INT32_MAX - 256:
+            reasons.append(f"Lq={inp.Lq}, Lk={inp.Lk} exceed the cuda kernel's grid limits "
+                           f"(Lq <= {BLOCK_M * MAX_GRID_Y}, Lk < 2^31 - 256)")
+        if inp.B * inp.Hq > INT32_MAX:
+            reasons.append(f"B*Hq={inp.B * inp.Hq} exceeds 2^31 - 1 (the cuda kernel's grid x)")
+        if inp.dtype in _DTYPE_CODES:
+            for name, t in (("query", inp.query), ("key", inp.key), ("value", inp.value)):
+                reasons += _alignment_reasons(name, t)
+        return reasons
+
+    # ------------------------------------------------------------------------------ launch
+    def launch(self, inp, out: torch.Tensor) -> torch.Tensor:
+        """Write the attention of ``inp`` into ``out`` (``(B, Hq, Lq, E)``, any 16-byte aligned strides
+        with a contiguous last dim, e.g. ``(B, Lq, Hq, E)`` memory) and return the float32 natural-log
+        LSE ``(B, Hq, Lq)`` (``-inf`` on rows with no visible key). Launched on the current stream of
+        the inputs' device; no host synchronisation."""
+        ext, why = load_ext()
+        if ext is None:
+            raise RuntimeError(f"the cuda attention backend is unavailable: {why}")
+        q, k, v, m = inp.query, inp.key, inp.value, inp.mask
+        B, Hq, Lq, E = q.shape
+        Hkv, Lk = k.shape[1], k.shape[2]
+        if out.dtype != q.dtype or tuple(out.shape) != (B, Hq, Lq, v.shape[3]) or out.device != q.device:
+            raise ValueError(f"out must be a {q.dtype} tensor of shape {(B, Hq, Lq, v.shape[3])} on {q.device}; "
+                             f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+        if q.dtype not in _DTYPE_CODES:
+            raise ValueError(f"the cuda attention kernel runs float16/bfloat16, got {q.dtype}")
+        lse = torch.empty((B, Hq, Lq), dtype=torch.float32, device=q.device)
+        if out.numel() == 0:
+            return lse
+
+        kl_ptr, kl_64, kl_stride = 0, False, 1
+        kl = m.key_lengths
+        if kl is not None:
+            if kl.dtype not in (torch.int32, torch.int64):
+                kl = kl.to(torch.int32)  # (B,) integers of another width: a B-element conversion
+            kl_ptr, kl_64, kl_stride = kl.data_ptr(), kl.dtype == torch.int64, kl.stride(0)
+        kr_ptr = km_ptr = 0
+        km_sb, km_sk = 0, 1
+        km = m.key_mask
+        stream = torch.cuda.current_stream(q.device).cuda_stream
+        ranges = None
+        if km is not None:
+            ranges = torch.empty((B, 2), dtype=torch.int32, device=q.device)
+            ext.key_ranges(km.data_ptr(), B, Lk, km.stride(0), km.stride(1), ranges.data_ptr(), stream)
+            kr_ptr, km_ptr, km_sb, km_sk = ranges.data_ptr(), km.data_ptr(), km.stride(0), km.stride(1)
+
+        args = dict(
+            q_ptr=q.data_ptr(), k_ptr=k.data_ptr(), v_ptr=v.data_ptr(), out_ptr=out.data_ptr(),
+            lse_ptr=lse.data_ptr(), dtype=_DTYPE_CODES[q.dtype], B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk,
+            head_dim=E, q_strides=q.stride(), k_strides=k.stride(), v_strides=v.stride(),
+            out_strides=out.stride(), scale=float(inp.scale), causal=_CAUSAL_CODES[m.causal],
+            key_lengths_ptr=kl_ptr, key_lengths_int64=kl_64, key_lengths_stride=kl_stride,
+            key_range_ptr=kr_ptr, key_mask_ptr=km_ptr, key_mask_stride_b=km_sb, key_mask_stride_k=km_sk,
+            stream=stream)
+        if q.device.index is not None and q.device.index != torch.cuda.current_device():
+            with torch.cuda.device(q.device):
+                ext.attention_fwd(**args)
+        else:
+            ext.attention_fwd(**args)
+        return lse
