@@ -1,0 +1,515 @@
+"""The Triton fused attention forward (issue #3), CPU tier: the kernel under ``TRITON_INTERPRET=1``
+(set by ``tests/conftest.py`` on machines without CUDA), checked with the numerics rule against the
+float64 reference. Sizes are small (the interpreter is slow); ``tests/gpu/test_triton_attention_gpu.py``
+runs the same cases at real sizes.
+
+Every case is named readably (``b2-h6/2-q113-k203-d80-float16-causal_bottom_right``), seeded from its
+name, and prints its max/mean error before asserting.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zlib
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import pytest
+import torch
+from torch.nn.attention.bias import causal_lower_right
+
+import fastattn
+from fastattn import dispatch
+from fastattn.backends import ATTENTION_BACKENDS
+from fastattn.inputs import normalize_attention
+from fastattn.masks import KeyPadding
+from fastattn.reference import attention_math
+from fastattn.testing import assert_close
+
+triton = pytest.importorskip("triton")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+DEVICE = "cpu" if INTERPRET else ("cuda" if torch.cuda.is_available() else "cpu")
+pytestmark = [
+    pytest.mark.skipif(ATTENTION_BACKENDS["triton"].unavailable_reason() is not None,
+                       reason=f"triton backend unavailable: {ATTENTION_BACKENDS['triton'].unavailable_reason()}"),
+    # numpy, inside the interpreter: finfo.min * log2(e) overflows to -inf in exp2's argument (exp2 -> 0,
+    # as intended); torch warns about its own SDPA when a CausalBias has Lq > Lk (we return zeros there)
+    pytest.mark.filterwarnings("ignore:overflow encountered in multiply:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:Lower right causal bias will produce NaNs:UserWarning"),
+]
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+@dataclass(frozen=True)
+class Case:
+    B: int
+    Hq: int
+    Hkv: int
+    Lq: int
+    Lk: int
+    E: int
+    dtype: str
+    mask: str = "none"
+    Ev: Optional[int] = None
+    scale: Optional[float] = None
+    layout: str = "bhld"  # bhld | blhd (HF-style views) | packed (one qkv buffer)
+    #: pinned (BLOCK_M, BLOCK_N[, num_warps, num_stages]); None = the default (interpreter) / autotuned
+    config: Optional[Tuple[int, ...]] = None
+
+    @property
+    def name(self) -> str:
+        d = f"d{self.E}" if self.Ev in (None, self.E) else f"d{self.E}v{self.Ev}"
+        extra = "" if self.scale is None else f"-scale{self.scale:g}"
+        extra += "" if self.layout == "bhld" else f"-{self.layout}"
+        extra += "" if self.config is None else "-blk" + "x".join(map(str, self.config))
+        return f"b{self.B}-h{self.Hq}/{self.Hkv}-q{self.Lq}-k{self.Lk}-{d}-{self.dtype}-{self.mask}{extra}"
+
+
+def _gen(name: str) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(name.encode()))
+
+
+def _randn(g, shape, dtype, mult=1.0):
+    return (torch.randn(shape, generator=g) * mult).to(dtype).to(DEVICE)
+
+
+def make_qkv(c: Case, g, mult=(1.0, 1.0, 1.0)):
+    """q (B,Hq,Lq,E), k (B,Hkv,Lk,E), v (B,Hkv,Lk,Ev) in the case's layout (views, in place)."""
+    dt, Ev = DTYPES[c.dtype], c.Ev or c.E
+    if c.layout == "bhld":
+        return (_randn(g, (c.B, c.Hq, c.Lq, c.E), dt, mult[0]), _randn(g, (c.B, c.Hkv, c.Lk, c.E), dt, mult[1]),
+                _randn(g, (c.B, c.Hkv, c.Lk, Ev), dt, mult[2]))
+    if c.layout == "blhd":  # (B, L, H, D) memory seen as (B, H, L, D)
+        return (_randn(g, (c.B, c.Lq, c.Hq, c.E), dt, mult[0]).transpose(1, 2),
+                _randn(g, (c.B, c.Lk, c.Hkv, c.E), dt, mult[1]).transpose(1, 2),
+                _randn(g, (c.B, c.Lk, c.Hkv, Ev), dt, mult[2]).transpose(1, 2))
+    if c.layout == "packed":  # one (B, L, Hq + 2 Hkv, D) projection output, split by views
+        assert c.Lq == c.Lk and Ev == c.E
+        qkv = _randn(g, (c.B, c.Lq, c.Hq + 2 * c.Hkv, c.E), dt)
+        q = qkv[:, :, :c.Hq].transpose(1, 2)
+        k = qkv[:, :, c.Hq:c.Hq + c.Hkv].transpose(1, 2)
+        v = qkv[:, :, c.Hq + c.Hkv:].transpose(1, 2)
+        return q * mult[0] if mult[0] != 1 else q, k, v
+    raise ValueError(c.layout)
+
+
+def make_mask(c: Case, g):
+    """``(attn_mask, is_causal)`` for the case's mask kind."""
+    B, Hq, Lq, Lk, dt = c.B, c.Hq, c.Lq, c.Lk, DTYPES[c.dtype]
+    kind = c.mask
+    causal = None
+    if kind.endswith("+causal_tl") or kind.endswith("+causal_br"):
+        kind, causal = kind[:-10], {"causal_tl": "top_left", "causal_br": "bottom_right"}[kind[-9:]]
+    if kind == "none":
+        return None, False
+    if kind == "causal_tl":
+        return None, True
+    if kind == "causal_br":
+        return causal_lower_right(Lq, Lk), False
+    if kind == "key_lengths":  # one sample of random length, the last one empty
+        lens = torch.randint(1, Lk + 1, (B,), generator=g)
+        lens[-1] = 0
+        return KeyPadding(lengths=lens.to(DEVICE), causal=causal), False
+    if kind == "key_mask":  # left padding + holes; the last sample has no visible key
+        km = torch.rand((B, Lk), generator=g) < 0.7
+        km[0, : Lk // 3] = False
+        km[-1] = False
+        return KeyPadding(mask=km.to(DEVICE), causal=causal), False
+    if kind == "dense_bool":  # (B, 1, Lq, Lk): stride 0 on heads; some rows fully masked
+        m = torch.rand((B, 1, Lq, Lk), generator=g) < 0.8
+        m[:, :, ::7] = False
+        return m.to(DEVICE), False
+    if kind == "dense_bool_2d":  # (Lq, Lk): stride 0 on batch and heads
+        return (torch.rand((Lq, Lk), generator=g) < 0.6).to(DEVICE), False
+    if kind == "dense_float":  # (1, Hq, Lq, Lk) fp32 bias with -inf removals and finfo.min biases
+        m = torch.randn((1, Hq, Lq, Lk), generator=g) * 2
+        m[torch.rand(m.shape, generator=g) < 0.2] = float("-inf")
+        # finite (the input dtype's min, so that the naive same-dtype math can represent it): rows of
+        # it are a softmax over equal scores; fp32's min on any dtype: test_float_mask_finfo_min_*
+        m[:, :, ::5] = torch.finfo(dt).min
+        m[:, :, 1::11, ::2] = float("-inf")
+        m[:, :, 3::13] = float("-inf")  # fully removed rows
+        return m.to(DEVICE), False
+    if kind == "dense_keyvec":  # HF style (B, 1, 1, Lk) additive mask in the input dtype, finfo.min pads
+        m = torch.zeros((B, 1, 1, Lk))
+        m[0, ..., : Lk // 4] = torch.finfo(dt).min
+        m[-1, ..., Lk // 2:] = torch.finfo(dt).min
+        return m.to(dt).to(DEVICE), False
+    raise ValueError(c.mask)
+
+
+def run_triton(inp, out_layout: str = "bhld", config=None):
+    """Launch the kernel directly; returns ``(out (B,Hq,Lq,Ev), lse)``."""
+    from fastattn.backends.triton_attention import _attn_fwd_triton
+    B, Hq, Lq, Ev = inp.B, inp.Hq, inp.Lq, inp.Ev
+    if out_layout == "blhd":
+        out = torch.empty((B, Lq, Hq, Ev), dtype=inp.dtype, device=inp.device).transpose(1, 2)
+    else:
+        out = torch.empty((B, Hq, Lq, Ev), dtype=inp.dtype, device=inp.device)
+    cfg = None
+    if config is not None:
+        warps, stages = config[2:] if len(config) == 4 else (4, 1 if INTERPRET else 2)
+        cfg = {"BLOCK_M": config[0], "BLOCK_N": config[1], "num_warps": warps, "num_stages": stages}
+    lse = _attn_fwd_triton(inp, out, config=cfg)
+    return out, lse
+
+
+def check(inp, out, lse, name):
+    """The numerics rule on the output and on the LSE; exact 0 / -inf on rows with no visible key."""
+    ref, ref_lse = attention_math(inp, torch.float64, return_lse=True)
+    naive, naive_lse = attention_math(inp, return_lse=True)
+    assert_close(out, ref, naive, inp.dtype, name)
+    empty = torch.isneginf(ref_lse)
+    assert torch.equal(torch.isneginf(lse), empty), f"{name}: LSE -inf pattern differs from the reference"
+    assert not torch.isnan(lse).any(), f"{name}: NaN in LSE"
+    if empty.any():
+        assert (out[empty] == 0).all(), f"{name}: rows with no visible key are not exactly 0"
+    if (~empty).any():
+        assert_close(lse, ref_lse, naive_lse, inp.dtype, name + " [lse]", valid=~empty)
+
+
+def run_case(c: Case, mult=(1.0, 1.0, 1.0), out_layout="bhld"):
+    g = _gen(c.name + str(mult))
+    q, k, v = make_qkv(c, g, mult)
+    attn_mask, is_causal = make_mask(c, g)
+    inp = normalize_attention(q, k, v, attn_mask, 0.0, is_causal, c.scale, enable_gqa=c.Hq != c.Hkv)
+    assert not ATTENTION_BACKENDS["triton"].not_supported_reasons(inp), inp.describe()
+    out, lse = run_triton(inp, out_layout, c.config)
+    check(inp, out, lse, c.name)
+    return inp, out, lse
+
+
+# ------------------------------------------------------------------------------ the main case matrix
+SHAPES = [(113, 203), (203, 113), (1, 239), (239, 1), (127, 513), (513, 127)]
+MASKS = ["none", "causal_tl", "causal_br", "key_lengths+causal_br", "key_mask", "key_mask+causal_tl",
+         "dense_bool", "dense_float"]
+HEAD_DIMS = [8, 32, 40, 64, 80, 96, 128, 256]
+HEADS = [(6, 6), (6, 2), (6, 1)]
+
+
+def _matrix():
+    """Each shape x mask once; dtype, head dim and head grouping rotate so that every value of each
+    is hit several times (small B*H and head dims on the longest shapes keep the interpreter fast)."""
+    cases = []
+    i = 0
+    for Lq, Lk in SHAPES:
+        for mask in MASKS:
+            big = Lq * Lk > 40000
+            E = HEAD_DIMS[i % len(HEAD_DIMS)] if not big else (32, 40, 64, 80)[i % 4]
+            Hq, Hkv = HEADS[i % 3] if not big else ((2, 2), (2, 1))[i % 2]
+            dt = ("fp16", "fp32", "bf16")[i % 3]
+            B = 2 if mask.startswith(("key_", "dense_bool")) or i % 4 == 0 else 1
+            cases.append(Case(B, Hq, Hkv, Lq, Lk, E, dt, mask))
+            i += 1
+    return cases
+
+
+@pytest.mark.parametrize("c", _matrix(), ids=lambda c: c.name)
+def test_matrix(c):
+    run_case(c)
+
+
+def test_matrix_covers_everything():
+    cases = _matrix()
+    assert {c.E for c in cases} == set(HEAD_DIMS)
+    assert {(c.Hq, c.Hkv) for c in cases} >= set(HEADS)
+    assert {c.dtype for c in cases} == set(DTYPES)
+    assert {(c.Lq, c.Lk) for c in cases} == set(SHAPES)
+
+
+# ----------------------------------------------------------------------------------- mask specifics
+@pytest.mark.parametrize("c", [
+    Case(2, 4, 2, 37, 77, 64, "fp16", "key_lengths"),
+    Case(2, 4, 2, 77, 37, 32, "fp32", "key_lengths+causal_br"),
+    Case(2, 2, 1, 45, 130, 64, "fp32", "key_mask+causal_br"),
+    Case(2, 3, 3, 50, 90, 48, "fp16", "dense_bool_2d"),
+    Case(2, 3, 3, 50, 90, 32, "fp16", "dense_keyvec"),
+    Case(2, 3, 3, 50, 90, 32, "bf16", "dense_keyvec"),
+    Case(1, 2, 2, 61, 100, 64, "fp16", "dense_float"),
+    Case(1, 2, 2, 61, 100, 64, "fp32", "dense_float"),
+], ids=lambda c: c.name)
+def test_masks(c):
+    run_case(c)
+
+
+@pytest.mark.parametrize("config", [(16, 64), (64, 16), (16, 16), (64, 64)], ids=lambda t: f"blk{t[0]}x{t[1]}")
+@pytest.mark.parametrize("mask,shape", [("causal_br", (70, 150)), ("causal_tl", (150, 70)),
+                                        ("key_mask+causal_br", (150, 70)), ("key_lengths+causal_tl", (70, 150))],
+                         ids=lambda x: x if isinstance(x, str) else f"q{x[0]}-k{x[1]}")
+def test_block_shapes(config, mask, shape):
+    """The autotuner picks BLOCK_M != BLOCK_N on GPUs: the off-band/on-band split must be exact for
+    any tile shape, not just the interpreter's default."""
+    run_case(Case(2, 2, 1, shape[0], shape[1], 32, "fp32", mask, config=config))
+
+
+def test_float_mask_finfo_min_is_a_bias():
+    """A row whose bias is finfo.min everywhere is a softmax over equal scores (not an empty row);
+    a row of -inf is empty (exact 0)."""
+    g = _gen("finfo_min")
+    q, k, v = (_randn(g, (1, 2, 8, 32), torch.float32) for _ in range(3))
+    m = torch.zeros(1, 2, 8, 8)
+    m[..., 0, :] = torch.finfo(torch.float32).min
+    m[..., 1, :] = float("-inf")
+    m[..., 2, :4] = torch.finfo(torch.float32).min
+    m[..., 3, 1:] = float("-inf")
+    inp = normalize_attention(q, k, v, m.to(DEVICE))
+    out, lse = run_triton(inp)
+    check(inp, out, lse, "finfo_min")
+    torch.testing.assert_close(out[0, :, 0].double(), v[0].double().mean(dim=1), rtol=1e-5, atol=1e-5)
+    assert (out[0, :, 1] == 0).all() and torch.isneginf(lse[0, :, 1]).all()
+    torch.testing.assert_close(out[0, :, 3], v[0, :, 0])
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_mask_transposed_and_stride0(dtype):
+    """A dense mask read through arbitrary strides: last dim not contiguous, stride 0 everywhere else."""
+    g = _gen("mask_strides" + dtype)
+    B, H, Lq, Lk = 2, 2, 40, 70
+    q = _randn(g, (B, H, Lq, 32), DTYPES[dtype])
+    k, v = (_randn(g, (B, H, Lk, 32), DTYPES[dtype]) for _ in range(2))
+    mt = (torch.rand((Lk, Lq), generator=g) < 0.7).to(DEVICE).t()  # (Lq, Lk), stride (1, Lq)
+    bias = torch.randn((Lk,), generator=g).to(DEVICE).view(1, 1, 1, Lk).expand(B, H, Lq, Lk)
+    for name, m in (("bool_T", mt), ("float_stride0", bias)):
+        inp = normalize_attention(q, k, v, m)
+        assert inp.mask.dense.stride(-1) != 1 or inp.mask.dense.stride(0) == 0
+        out, lse = run_triton(inp)
+        check(inp, out, lse, f"{dtype}-{name}")
+
+
+def test_fully_masked_everything():
+    """No key visible anywhere (all padding, Lq > Lk bottom-right rows): zeros, -inf LSE, no NaN."""
+    g = _gen("all_masked")
+    q, k, v = _randn(g, (2, 2, 30, 32), torch.float16), _randn(g, (2, 2, 20, 32), torch.float16), \
+        _randn(g, (2, 2, 20, 32), torch.float16)
+    for name, m in (("zero_lengths", KeyPadding(lengths=torch.zeros(2, dtype=torch.int64, device=DEVICE))),
+                    ("empty_keymask", KeyPadding(mask=torch.zeros(2, 20, dtype=torch.bool, device=DEVICE))),
+                    ("bool_false", torch.zeros(30, 20, dtype=torch.bool, device=DEVICE))):
+        inp = normalize_attention(q, k, v, m)
+        out, lse = run_triton(inp)
+        assert (out == 0).all() and torch.isneginf(lse).all(), name
+    inp = normalize_attention(q, k, v, causal_lower_right(30, 20))  # the first 10 rows see nothing
+    out, lse = run_triton(inp)
+    check(inp, out, lse, "causal_br_q30_k20")
+    assert (out[:, :, :10] == 0).all()
+
+
+def test_zero_length_inputs():
+    g = _gen("zero_len")
+    q, k, v = _randn(g, (1, 2, 5, 16), torch.float32), _randn(g, (1, 2, 0, 16), torch.float32), \
+        _randn(g, (1, 2, 0, 16), torch.float32)
+    out, lse = run_triton(normalize_attention(q, k, v))
+    assert (out == 0).all() and torch.isneginf(lse).all()
+    q0 = _randn(g, (1, 2, 0, 16), torch.float32)
+    k1 = _randn(g, (1, 2, 3, 16), torch.float32)
+    out, lse = run_triton(normalize_attention(q0, k1, k1))
+    assert out.shape == (1, 2, 0, 16) and lse.shape == (1, 2, 0)
+
+
+# ------------------------------------------------------------------------------------ memory layout
+@pytest.mark.parametrize("c", [
+    Case(2, 6, 2, 53, 53, 40, "fp16", "causal_tl", layout="packed"),
+    Case(1, 4, 4, 53, 53, 64, "fp32", "key_mask", layout="packed"),
+    Case(2, 6, 1, 41, 67, 80, "fp16", "causal_br", layout="blhd"),
+    Case(1, 2, 2, 41, 67, 32, "fp32", "none", Ev=48, layout="blhd"),
+], ids=lambda c: c.name)
+def test_strided_views(c):
+    run_case(c)
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_out_blhd(dtype):
+    """``out`` given as (B, Lq, H, D) memory seen as (B, H, Lq, D): written through its strides, and
+    identical to the contiguous result."""
+    c = Case(2, 4, 2, 45, 77, 40, dtype, "causal_br")
+    inp, out_ref, _ = run_case(c)
+    out, _ = run_triton(inp, out_layout="blhd")
+    assert out.stride(1) == out.shape[-1] and out.stride(2) == out.shape[1] * out.shape[-1]
+    assert torch.equal(out, out_ref)
+
+
+def test_nan_filled_buffers_are_never_read():
+    """q/k/v/mask as views into NaN-filled buffers (extra rows, heads, head-dim columns): the result
+    is bitwise equal to the run on clean contiguous copies, so nothing out of bounds is read."""
+    g = _gen("nan_views")
+    B, Hq, Hkv, Lq, Lk, E, Ev = 2, 4, 2, 37, 75, 40, 24
+    for mask_kind in ("causal_br", "key_lengths", "dense_float"):
+        def padded(shape, extra=(1, 5, 8)):
+            buf = torch.full((shape[0], shape[1] + extra[0], shape[2] + extra[1], shape[3] + extra[2]),
+                             float("nan"), dtype=torch.float16, device=DEVICE)
+            view = buf[:, 1:shape[1] + 1, 2:shape[2] + 2, 3:shape[3] + 3]
+            view.copy_(_randn(g, shape, torch.float16))
+            return view
+        q, k, v = padded((B, Hq, Lq, E)), padded((B, Hkv, Lk, E)), padded((B, Hkv, Lk, Ev))
+        if mask_kind == "dense_float":
+            mbuf = torch.full((B, Hq, Lq + 3, Lk + 9), float("nan"), device=DEVICE)
+            m = mbuf[:, :, 1:Lq + 1, 4:Lk + 4]
+            m.copy_(torch.randn((B, Hq, Lq, Lk), generator=g).to(DEVICE))
+        elif mask_kind == "key_lengths":
+            m = KeyPadding(lengths=torch.tensor([Lk - 17, 3], device=DEVICE))
+        else:
+            m = causal_lower_right(Lq, Lk)
+        inp = normalize_attention(q, k, v, m, enable_gqa=True)
+        out, lse = run_triton(inp)
+        clean = normalize_attention(q.contiguous(), k.contiguous(), v.contiguous(),
+                                    m.contiguous() if isinstance(m, torch.Tensor) else m, enable_gqa=True)
+        out_c, lse_c = run_triton(clean)
+        assert not torch.isnan(out).any(), mask_kind
+        assert torch.equal(out, out_c) and torch.equal(lse, lse_c), mask_kind
+        check(inp, out, lse, f"nan_views-{mask_kind}")
+
+
+# ------------------------------------------------------------------------------------------ numerics
+@pytest.mark.parametrize("dtype", ["fp16", "bf16", "fp32"])
+def test_overflow_prone_magnitudes(dtype):
+    """q x5, k and v x3: scores far beyond exp's range without the running max."""
+    run_case(Case(1, 2, 1, 65, 97, 64, dtype, "causal_br"), mult=(5.0, 3.0, 3.0))
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 1 / 64, 0.01, -0.3, 0.0])
+def test_custom_scale(scale):
+    """Any finite scale, including <= 0 (which takes the natural-units path)."""
+    run_case(Case(1, 2, 2, 33, 71, 64, "fp32", "key_mask+causal_tl", scale=scale))
+
+
+def test_deterministic():
+    c = Case(2, 4, 2, 70, 130, 40, "fp16", "key_mask+causal_br")
+    inp, out, lse = run_case(c)
+    for _ in range(2):
+        out2, lse2 = run_triton(inp)
+        assert torch.equal(out, out2) and torch.equal(lse, lse2)
+
+
+# ------------------------------------------------------------------------------ public API, dispatch
+def test_end_to_end_forced():
+    g = _gen("e2e")
+    q = _randn(g, (2, 6, 50, 80), torch.float16)
+    k, v = _randn(g, (2, 2, 90, 80), torch.float16), _randn(g, (2, 2, 90, 80), torch.float16)
+    out = fastattn.attention(q, k, v, is_causal=True, enable_gqa=True, backend="triton")
+    assert out.shape == (2, 6, 50, 80) and out.is_contiguous()
+    inp = normalize_attention(q, k, v, is_causal=True, enable_gqa=True)
+    assert_close(out, attention_math(inp, torch.float64), attention_math(inp), torch.float16, "e2e-4d")
+    # 3-D (N, L, E) inputs and a 2-D (Lq, Lk) float mask
+    q3, k3 = _randn(g, (3, 20, 32), torch.float32), _randn(g, (3, 30, 32), torch.float32)
+    m = torch.randn((20, 30), generator=g).to(DEVICE)
+    out3 = fastattn.attention(q3, k3, k3, attn_mask=m, backend="triton")
+    ref3 = fastattn.reference.attention(q3, k3, k3, attn_mask=m)
+    naive3 = fastattn.reference.attention(q3, k3, k3, attn_mask=m, compute_dtype=None)
+    assert out3.shape == (3, 20, 32)
+    assert_close(out3, ref3, naive3, torch.float32, "e2e-3d")
+
+
+@pytest.mark.skipif(not INTERPRET, reason="auto-dispatch to triton on CPU tensors needs the interpreter")
+def test_auto_dispatch_picks_triton_under_interpreter():
+    g = _gen("auto")
+    q = _randn(g, (1, 2, 16, 32), torch.float16)
+    inp = normalize_attention(q, q, q)
+    assert dispatch.select("attention", inp).name == "triton"
+    assert "-> triton" in fastattn.explain(q, q, q)
+    # float64 is refused by triton, so auto falls through to torch
+    q64 = q.double()
+    assert dispatch.select("attention", normalize_attention(q64, q64, q64)).name == "torch"
+
+
+def test_custom_op_path_returns_lse_and_blhd():
+    """Through ``fastattn::attn_fwd`` (what ``run`` uses): LSE comes back, ``out_blhd`` layout works."""
+    g = _gen("custom_op")
+    q = _randn(g, (2, 3, 24, 32), torch.float32)
+    k = _randn(g, (2, 3, 40, 32), torch.float32)
+    out, lse = torch.ops.fastattn.attn_fwd(q, k, k, None, None, None, 2, 0.2, "triton", True)
+    assert out.shape == (2, 3, 24, 32) and out.transpose(1, 2).is_contiguous()
+    inp = normalize_attention(q, k, k, causal_lower_right(24, 40), scale=0.2)
+    check(inp, out, lse, "custom_op")
+
+
+def test_not_supported_reasons():
+    b = ATTENTION_BACKENDS["triton"]
+    q = torch.randn(1, 2, 8, 32, device=DEVICE)
+    assert b.not_supported_reasons(normalize_attention(q, q, q)) == []
+    r = b.not_supported_reasons(normalize_attention(q.double(), q.double(), q.double()))
+    assert any("float64" in x for x in r)
+    q4 = torch.randn(1, 2, 8, 4, device=DEVICE)
+    assert any("E=4" in x for x in b.not_supported_reasons(normalize_attention(q4, q4, q4)))
+    q512 = torch.randn(1, 1, 4, 512, device=DEVICE)
+    assert any("512" in x for x in b.not_supported_reasons(normalize_attention(q512, q512, q512)))
+    qt = torch.randn(1, 2, 32, 8, device=DEVICE).transpose(-1, -2)  # last-dim stride 8
+    r = b.not_supported_reasons(normalize_attention(qt, q, q))
+    assert any("query has last-dim stride" in x for x in r)
+    with pytest.raises(ValueError, match="triton"):
+        fastattn.attention(q.double(), q.double(), q.double(), backend="triton")
+    with pytest.raises(ValueError, match="last-dim stride"):
+        fastattn.attention(qt, q, q, backend="triton")
+
+
+@pytest.mark.skipif(not INTERPRET, reason="interpreter-only behaviour")
+def test_interpreter_refuses_cuda_tensors_reason():
+    from fastattn.backends.base import device_reasons
+    assert device_reasons(torch.device("cuda", 0), interpret_ok=True)
+
+
+# ------------------------------------------------------------------------- GPU code generation check
+_COMPILE_SCRIPT = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from fastattn.kernels.attention import _attn_fwd_kernel as kern
+
+NODIV = {"Hq", "group", "Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET"}
+
+def compile_one(arch, dtype, E, Ev, causal, kl, km, dense, fast, bm, bn, warps, stages):
+    ptrs = {"Q": dtype, "K": dtype, "V": dtype, "Out": dtype, "Lse": "fp32", "KeyLens": "i64", "KeyMask": "u8",
+            "KeyRange": "i32", "Dense": {0: "u8", 1: "u8", 2: "fp32"}[dense]}
+    sig = {}
+    for n in kern.arg_names:
+        if n in ptrs:
+            sig[n] = "*" + ptrs[n]
+        elif n in ("qk_scale", "sm_scale"):
+            sig[n] = "fp32"
+        elif n.isupper() or n.startswith("BLOCK"):
+            sig[n] = "constexpr"
+        else:
+            sig[n] = "i32"
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(kern.arg_names)
+             if sig[n] not in ("constexpr", "fp32") and n not in NODIV}
+    consts = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=max(16, triton.next_power_of_2(E)),
+                  BLOCK_DV=max(16, triton.next_power_of_2(Ev)), IS_CAUSAL=causal, HAS_KEY_LENS=kl,
+                  HAS_KEY_MASK=km, DENSE_MODE=dense, FAST_SCALE=fast, DOT_UPCAST=False,
+                  INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", BLOCK_M=bm, BLOCK_N=bn)
+    src = ASTSource(fn=kern, signature=sig, constexprs=consts, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=warps, num_stages=stages))
+
+cases = [
+    (90, "fp16", 128, 128, True, True, False, 0, True, 128, 64, 8, 3),
+    (90, "bf16", 80, 80, False, False, True, 2, False, 64, 64, 4, 2),
+    (80, "fp16", 64, 64, True, False, False, 1, True, 128, 64, 4, 2),
+    (80, "fp32", 40, 24, False, True, True, 0, True, 64, 32, 4, 2),
+]
+for c in cases:
+    k = compile_one(*c)
+    ttgir = k.asm["ttgir"]
+    assert "tt.dot" in ttgir or "warp_group_dot" in ttgir, c
+    if c[0] == 90 and c[1] != "fp32":
+        assert "warp_group_dot" in ttgir, f"no wgmma for {c}"
+    print("ok", c)
+"""
+
+
+def test_compiles_for_sm80_and_sm90():
+    """The interpreter never runs Triton's GPU compiler: compile (to cubin, no GPU needed) a few
+    specialisations for sm_80 and sm_90 in a subprocess without TRITON_INTERPRET, and check that
+    Hopper fp16/bf16 dots become wgmma."""
+    try:
+        from triton.backends.nvidia import compiler  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"triton has no NVIDIA backend here: {e}")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    r = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True, text=True,
+                       timeout=600)
+    print(r.stdout[-3000:], r.stderr[-3000:])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("ok ") == 4
