@@ -1,0 +1,194 @@
+"""End-to-end Hugging Face models with random weights, built from a config in-process (no hub):
+
+* a BERT-base-sized encoder (12 layers, 768 wide, 12 heads, FFN 3072), one forward over a padded
+  batch (ragged ``attention_mask``);
+* GPT-2-sized (124M) greedy generation from a left-padded batch of prompts, a fixed number of new
+  tokens (``min_new_tokens = max_new_tokens``, so every provider does the same work).
+
+Providers: HF ``eager`` and ``sdpa`` attention, ``torch.compile`` of the sdpa model, and
+``fastattn.optimize(model)`` (recorded ``unsupported`` with its error while the integration raises
+``NotImplementedError``). Run with ``fastattn bench --suite e2e``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence
+
+from .harness import Context, Provider, Unsupported, dtype_of, run_cases, select_providers
+
+SUITE = "e2e"
+
+PROVIDERS = [
+    Provider("hf-eager", "hf", options={"attn": "eager"}),
+    Provider("hf-sdpa", "hf", options={"attn": "sdpa"}),
+    Provider("hf-sdpa-compile", "hf", options={"attn": "sdpa", "compile": True}),
+    Provider("fastattn-optimize", "fastattn", options={"attn": "sdpa"}),
+    Provider("fastattn-optimize-compile", "fastattn", options={"attn": "sdpa", "compile": True}),
+]
+DEFAULTS = {
+    "full": [p.name for p in PROVIDERS],
+    "quick": ["hf-eager", "hf-sdpa", "fastattn-optimize"],
+    "smoke": ["hf-eager", "hf-sdpa", "hf-sdpa-compile", "fastattn-optimize"],
+}
+
+
+@dataclass(frozen=True)
+class E2ECase:
+    model: str            # "bert-base" | "gpt2" | "tiny-bert" | "tiny-gpt2"
+    task: str             # "forward" | "generate"
+    batch: int
+    seqlen: int           # tokens per sequence (prompt length for generate)
+    padding: float        # nominal fraction of padded tokens
+    new_tokens: int
+    dtype: str
+
+    @property
+    def name(self) -> str:
+        pad = f"-pad{round(self.padding * 100)}" if self.padding else ""
+        gen = f"-new{self.new_tokens}" if self.task == "generate" else ""
+        return f"{self.model}-{self.task}-b{self.batch}-s{self.seqlen}{gen}{pad}"
+
+
+def e2e_cases(preset: str, dtypes: Sequence[str]) -> List[E2ECase]:
+    out = []
+    for dt in dtypes:
+        if preset == "smoke":
+            out += [E2ECase("tiny-bert", "forward", 2, 16, 0.25, 0, dt),
+                    E2ECase("tiny-gpt2", "generate", 2, 8, 0.25, 4, dt)]
+        elif preset == "quick":
+            out += [E2ECase("bert-base", "forward", 32, 128, 0.25, 0, dt),
+                    E2ECase("gpt2", "generate", 8, 128, 0.25, 64, dt)]
+        else:
+            out += [E2ECase("bert-base", "forward", 32, 128, 0.0, 0, dt),
+                    E2ECase("bert-base", "forward", 32, 128, 0.25, 0, dt),
+                    E2ECase("bert-base", "forward", 8, 512, 0.25, 0, dt),
+                    E2ECase("bert-base", "forward", 1, 512, 0.0, 0, dt),
+                    E2ECase("gpt2", "generate", 1, 128, 0.0, 128, dt),
+                    E2ECase("gpt2", "generate", 8, 128, 0.25, 128, dt),
+                    E2ECase("gpt2", "generate", 32, 512, 0.25, 128, dt)]
+    return out
+
+
+def _config(model: str):
+    from transformers import BertConfig, GPT2Config
+    if model == "bert-base":
+        return BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                          max_position_embeddings=512)
+    if model == "tiny-bert":
+        return BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                          vocab_size=1000, max_position_embeddings=128)
+    if model == "gpt2":
+        return GPT2Config()  # 124M: 12 layers, 768 wide, 12 heads, vocab 50257, 1024 positions
+    if model == "tiny-gpt2":
+        return GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=128, bos_token_id=999,
+                          eos_token_id=999)
+    raise ValueError(f"unknown e2e model {model!r}")
+
+
+def describe(c: E2ECase) -> dict:
+    cfg = _config(c.model)
+    if c.task == "forward":
+        heads, width, ffn = cfg.num_attention_heads, cfg.hidden_size, cfg.intermediate_size
+        causal, seqlen_k = "none", c.seqlen
+    else:
+        heads, width, ffn = cfg.n_head, cfg.n_embd, cfg.n_inner or 4 * cfg.n_embd
+        causal, seqlen_k = "bottom_right", c.seqlen + c.new_tokens
+    lengths = _lengths(c)
+    return dict(case=c.name, dtype=c.dtype, batch=c.batch, heads_q=heads, heads_kv=heads, seqlen_q=c.seqlen,
+                seqlen_k=seqlen_k, head_dim=width // heads, causal=causal,
+                padding=round(1.0 - sum(lengths) / (c.batch * c.seqlen), 4), d_model=width, d_ffn=ffn)
+
+
+def _lengths(c: E2ECase) -> List[int]:
+    from .bench_attention import padded_lengths
+    kl = padded_lengths(c.batch, c.seqlen, c.padding)
+    return list(kl) if kl is not None else [c.seqlen] * c.batch
+
+
+def _inputs(c: E2ECase, ctx: Context, vocab: int, n_sets: int):
+    """``n_sets`` rotated (input_ids, attention_mask) pairs: right padding for the encoder, left
+    padding for generation (what HF expects for decoder-only batches)."""
+    import torch
+    g = torch.Generator(device="cpu").manual_seed(ctx.seed)
+    lengths = _lengths(c)
+    sets = []
+    for _ in range(n_sets):
+        ids = torch.randint(0, vocab - 1, (c.batch, c.seqlen), generator=g)
+        am = torch.zeros(c.batch, c.seqlen, dtype=torch.long)
+        for b, n in enumerate(lengths):
+            if c.task == "forward":
+                am[b, :n] = 1
+            else:
+                am[b, c.seqlen - n:] = 1
+        sets.append((ids.to(ctx.device), am.to(ctx.device)))
+    return sets
+
+
+def _build(c: E2ECase, prov: Provider, ctx: Context):
+    import torch
+    try:
+        import transformers
+    except ImportError as e:
+        raise Unsupported(f"transformers is not installed: {e}") from None
+    cfg = _config(c.model)
+    cls = transformers.BertModel if c.task == "forward" else transformers.GPT2LMHeadModel
+    torch.manual_seed(ctx.seed)
+    model = cls._from_config(cfg, attn_implementation=prov.options["attn"], dtype=dtype_of(c.dtype))
+    model = model.to(ctx.device).eval()
+    if prov.kind == "fastattn":
+        import fastattn
+        model = fastattn.optimize(model)  # NotImplementedError -> an "unsupported" row with the message
+    if prov.options.get("compile"):
+        if ctx.smoke:
+            raise Unsupported("torch.compile is not timed in the smoke sweep (its CPU compile takes tens of seconds)")
+        torch._dynamo.reset()
+        if c.task == "forward":
+            model = torch.compile(model)
+        else:  # generate() is a Python loop: compile the per-step forward (KV length varies: dynamic)
+            model.forward = torch.compile(model.forward, dynamic=True)
+    return model, cfg
+
+
+def _prepare(c: E2ECase, prov: Provider, ctx: Context):
+    import torch
+    model, cfg = _build(c, prov, ctx)
+    sets = _inputs(c, ctx, cfg.vocab_size, 1 if ctx.smoke else 4)
+    it = [0]
+
+    if c.task == "forward":
+        def call():
+            ids, am = sets[it[0] % len(sets)]
+            it[0] += 1
+            return model(input_ids=ids, attention_mask=am).last_hidden_state
+        call.note = lambda t: f"{sum(_lengths(c)) / (t.median_ms * 1e-3):.4g} valid tokens/s"
+    else:
+        def call():
+            ids, am = sets[it[0] % len(sets)]
+            it[0] += 1
+            out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=c.new_tokens,
+                                 min_new_tokens=c.new_tokens, do_sample=False, pad_token_id=cfg.eos_token_id)
+            if out.shape[1] != c.seqlen + c.new_tokens:
+                raise RuntimeError(f"generate returned {out.shape[1] - c.seqlen} new tokens, expected {c.new_tokens}")
+            return None
+        call.note = lambda t: (f"greedy, {c.new_tokens} new tokens per sequence: "
+                               f"{c.batch * c.new_tokens / (t.median_ms * 1e-3):.4g} generated tokens/s")
+    call.bench_context = torch.inference_mode
+    return call
+
+
+def run(ctx: Context, dtypes: Sequence[str] = ("bfloat16",)) -> int:
+    cases = e2e_cases(ctx.preset, dtypes)
+    providers = select_providers(PROVIDERS, DEFAULTS.get(ctx.preset, DEFAULTS["full"]), ctx.providers)
+    n = 0
+    for task in ("forward", "generate"):
+        sub = [c for c in cases if c.task == task]
+        if not sub:
+            continue
+        if task == "forward":
+            n += run_cases(ctx, SUITE, sub, providers, describe, lambda c, p: _prepare(c, p, ctx),
+                           warmup_ms=100 if ctx.device == "cuda" else 0, rep_ms=500 if ctx.device == "cuda" else 0)
+        else:
+            n += run_cases(ctx, SUITE, sub, providers, describe, lambda c, p: _prepare(c, p, ctx),
+                           wall_reps=2 if ctx.smoke else 5)
+    return n

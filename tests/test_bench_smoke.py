@@ -1,0 +1,281 @@
+"""The benchmark harness on CPU: ``fastattn bench --smoke`` writes rows with the full schema, the FLOP
+formulas match hand counts and fastattn's own mask semantics, plots and the README table are built from
+stored rows only. (No performance number is asserted: smoke rows are harness checks.)"""
+
+import csv
+import itertools
+import os
+import random
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks import bench_attention, plot, readme_table  # noqa: E402
+from benchmarks import flops as F  # noqa: E402
+from benchmarks import harness as H  # noqa: E402
+from fastattn import bench  # noqa: E402
+from fastattn.masks import NormalizedMask  # noqa: E402
+
+SUITES = {"peak", "attention", "ffn", "e2e", "cold", "overhead"}
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-smoke")
+    rc = bench.main(["--smoke", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    return str(out)
+
+
+def _rows(smoke_dir, suite):
+    return H.read_rows([os.path.join(smoke_dir, "cpu", f"{suite}.csv")])
+
+
+# ----------------------------------------------------------------------------------------- the sweep
+def test_smoke_writes_every_suite_with_the_full_schema(smoke_dir):
+    files = H.result_files(smoke_dir)
+    assert {os.path.basename(f)[:-4] for f in files} == SUITES
+    required = ("suite", "case", "provider", "dtype", "batch", "heads_q", "heads_kv", "seqlen_q", "seqlen_k",
+                "head_dim", "causal", "padding", "median_ms", "p20_ms", "p80_ms", "tflops", "gbps", "peak_fraction",
+                "gpu", "torch", "triton", "cuda", "commit", "date", "command", "status", "note")
+    assert set(required) <= set(H.SCHEMA)
+    for f in files:
+        with open(f, newline="") as fh:
+            assert tuple(next(csv.reader(fh))) == H.SCHEMA, f
+        rows = H.read_rows([f])
+        assert rows, f
+        for r in rows:
+            assert r["suite"] == os.path.basename(f)[:-4]
+            assert r["preset"] == "smoke" and r["status"] in H.STATUSES and r["metric"] in H.METRICS
+            for col in ("case", "provider", "gpu", "torch", "triton", "cuda", "commit", "date"):
+                assert r[col], (f, col, r)
+            assert r["command"].startswith("fastattn bench --smoke")
+            if r["status"] == "ok":
+                med, p20, p80 = float(r["median_ms"]), r["p20_ms"], r["p80_ms"]
+                assert med > 0
+                if p20 and p80:
+                    assert float(p20) <= med <= float(p80)
+                if r["suite"] != "overhead":
+                    assert "smoke" in r["note"], "a smoke row must say it is not a measurement"
+            else:
+                assert r["median_ms"] == "" and r["tflops"] == "" and r["note"], r
+
+
+def test_smoke_attention_rows(smoke_dir):
+    rows = _rows(smoke_dir, "attention")
+    keys = [(r["case"], r["provider"], r["dtype"]) for r in rows]
+    assert len(keys) == len(set(keys)), "one row per (case, provider, dtype)"
+    cases = bench_attention.attention_cases("smoke", ["bfloat16"])
+    assert {r["case"] for r in rows} == {c.name for c in cases}
+    by = {(r["case"], r["provider"]): r for r in rows}
+    for c in cases:
+        assert by[(c.name, "fastattn-torch")]["status"] == "ok"
+        assert by[(c.name, "eager")]["status"] == "ok"
+        r = by[(c.name, "fastattn-torch")]
+        # the row's FLOPs are the formula on the row's own shape (masked work excluded)
+        assert int(r["flops"]) == F.attention_fwd_flops(c.batch, c.heads_q, c.seqlen_q, c.seqlen_k, c.head_dim,
+                                                        causal=c.causal, key_lengths=c.key_lengths)
+        assert float(r["tflops"]) == pytest.approx(int(r["flops"]) / (float(r["median_ms"]) * 1e-3) / 1e12, rel=1e-4)
+        assert float(r["gbps"]) == pytest.approx(int(r["bytes"]) / (float(r["median_ms"]) * 1e-3) / 1e9, rel=1e-4)
+        assert float(r["peak_fraction"]) > 0 and r["peak_tflops"] and r["peak_gbps"]
+        # on CPU the GPU-only providers are recorded as unsupported, with the reason
+        for prov in ("fastattn-cuda", "fastattn-triton", "flex"):
+            u = by[(c.name, prov)]
+            assert u["status"] == "unsupported" and len(u["note"]) > 10
+    assert any(float(r["padding"]) > 0 for r in rows) and any(r["causal"] == "bottom_right" for r in rows)
+
+
+def test_smoke_other_suites(smoke_dir):
+    ffn = _rows(smoke_dir, "ffn")
+    assert {r["provider"] for r in ffn if r["status"] == "ok"} >= {"eager", "fastattn-torch"}
+    assert all(int(r["flops"]) == F.ffn_fwd_flops(int(r["batch"]) * int(r["seqlen_q"]), int(r["d_model"]),
+                                                  int(r["d_ffn"])) for r in ffn)
+    e2e = _rows(smoke_dir, "e2e")
+    assert {(r["case"].split("-")[1], r["provider"]) for r in e2e if r["status"] == "ok"} >= {
+        ("bert", "hf-eager"), ("bert", "hf-sdpa"), ("gpt2", "hf-eager"), ("gpt2", "hf-sdpa")}
+    opt = [r for r in e2e if r["provider"] == "fastattn-optimize"]
+    assert len(opt) == 2 and all(r["status"] in ("ok", "unsupported") for r in opt)
+    cold = _rows(smoke_dir, "cold")
+    assert [r["metric"] for r in cold] == ["first_call"] and cold[0]["status"] == "ok"
+    peak = _rows(smoke_dir, "peak")
+    assert {r["provider"] for r in peak} == {"torch.matmul", "Tensor.copy_"}
+    over = {r["provider"]: r for r in _rows(smoke_dir, "overhead")}
+    for name in ("null-attention", "null-attention-keypadding", "null-custom-op", "null-gelu-ffn"):
+        assert over[name]["status"] == "ok" and over[name]["metric"] == "per_call"
+        assert 0 < float(over[name]["median_ms"]) < 10, "a no-op kernel call taking >10 ms means something is wrong"
+
+
+# ------------------------------------------------------------------------------------------- formulas
+def test_flop_formulas_against_hand_counts():
+    vp = F.visible_pairs
+    assert vp(4, 4, None) == 16
+    assert vp(4, 4, "top_left") == 1 + 2 + 3 + 4
+    assert vp(2, 4, "top_left") == 1 + 2                 # SDPA is_causal with Lq < Lk
+    assert vp(2, 4, "bottom_right") == 3 + 4             # KV-cache alignment
+    assert vp(4, 2, "top_left") == 1 + 2 + 2 + 2
+    assert vp(4, 2, "bottom_right") == 0 + 0 + 1 + 2     # first Lq-Lk rows see nothing
+    assert vp(1, 7, "bottom_right") == 7                 # decode sees the whole cache
+    assert vp(4, 4, None, key_length=3) == 12
+    assert vp(4, 4, "top_left", key_length=3) == 1 + 2 + 3 + 3
+    assert vp(2, 4, "bottom_right", key_length=3) == 3 + 3
+    assert vp(4, 4, "top_left", key_length=0) == 0
+    assert vp(4, 4, None, query_length=2) == 8
+    # batch of lengths [3, 1], causal, B=2, Hq=3, E=8, Ev=4: 2 * (8 + 4) * 3 * (9 + 4)
+    assert F.attention_fwd_flops(2, 3, 4, 4, 8, 4, causal="top_left", key_lengths=[3, 1]) == 2 * 12 * 3 * 13
+    assert F.attention_fwd_flops(1, 1, 128, 128, 64) == 4 * 128 * 128 * 64   # the usual 4*L^2*D
+    # bytes: Q and O for every row, K and V for valid keys only, per KV head
+    assert F.attention_fwd_bytes(2, 4, 2, 3, 5, 8, elem_bytes=2, key_lengths=[5, 2]) == \
+        2 * (2 * 4 * 3 * 16 + 2 * (5 + 2) * 16)
+    assert F.ffn_fwd_flops(10, 4, 16) == 2 * 10 * 4 * 16 * 2
+    assert F.ffn_fwd_bytes(10, 4, 16, elem_bytes=2) == 2 * (40 + 64 + 64 + 40 + 16 + 4)
+    assert F.matmul_flops(2, 3, 4) == 48 and F.copy_bytes(10, 2) == 40
+    # roofline: 1 TFLOP in 1 s on a 2 TFLOP/s device is half of peak; the binding resource wins
+    assert F.roofline_fraction(1000.0, 10**12, 10**9, 2.0, 1000.0) == pytest.approx(0.5)
+    assert F.roofline_fraction(1000.0, 10**9, 10**12, 2.0, 1000.0) == pytest.approx(1.0)
+    assert F.roofline_fraction(1.0, None, None, 1.0, 1.0) is None
+    with pytest.raises(ValueError, match="causal"):
+        vp(2, 2, "lower_right")
+    with pytest.raises(ValueError, match="key_lengths"):
+        F.attention_fwd_flops(2, 1, 4, 4, 8, key_lengths=[1])
+
+
+def test_visible_pairs_equal_fastattn_mask_semantics():
+    """The formula counts exactly the pairs fastattn.masks.NormalizedMask keeps (the kernels' view)."""
+    rnd = random.Random(0)
+    for lq, lk, causal in itertools.product((1, 3, 8, 13), (1, 5, 8, 17), (None, "top_left", "bottom_right")):
+        B = 3
+        lengths = [rnd.randint(0, lk) for _ in range(B)]
+        m = NormalizedMask(causal=causal, key_lengths=torch.tensor(lengths, dtype=torch.int32))
+        keep = m.keep(B, lq, lk, "cpu").expand(B, 1, lq, lk)
+        expect = int(keep.sum())
+        got = sum(F.visible_pairs(lq, lk, causal, key_length=n) for n in lengths)
+        assert got == expect, (lq, lk, causal, lengths)
+
+
+def test_case_lists():
+    for preset in ("quick", "full"):
+        cases = bench_attention.attention_cases(preset, ["bfloat16"])
+        names = [c.name for c in cases]
+        assert len(names) == len(set(names))
+        for c in cases:
+            if c.decode:
+                assert c.seqlen_q == 1 and 1024 <= c.seqlen_k <= 32768
+            else:
+                assert c.batch * c.seqlen_q == 16384 and 128 <= c.seqlen_q <= 16384
+            kl = c.key_lengths
+            if c.padding:
+                assert all(1 <= n <= c.seqlen_k for n in kl)
+                assert 1 - sum(kl) / (c.batch * c.seqlen_k) == pytest.approx(c.padding, abs=0.02)
+            else:
+                assert kl is None
+    full = bench_attention.attention_cases("full", ["bfloat16"])
+    assert {c.padding for c in full} == {0.0, 0.25, 0.5, 0.75}
+    assert {c.head_dim for c in full} == {64, 128} and {c.causal for c in full} == {"none", "top_left"}
+
+
+# ------------------------------------------------------------------------------------------- schema
+def test_schema_is_enforced(tmp_path):
+    p = str(tmp_path / "x.csv")
+    ok = dict(suite="s", case="c", provider="p", status="ok", median_ms=1.0)
+    assert H.append_rows(p, [ok]) == 1
+    with pytest.raises(ValueError, match="must not carry a time"):
+        H.append_rows(p, [dict(ok, status="unsupported")])
+    with pytest.raises(ValueError, match="needs median_ms"):
+        H.append_rows(p, [dict(ok, median_ms=None)])
+    with pytest.raises(ValueError, match="not in benchmarks.harness.SCHEMA"):
+        H.append_rows(p, [dict(ok, speedup=2.0)])
+    bad = str(tmp_path / "old.csv")
+    with open(bad, "w") as f:
+        f.write("suite,case,ms\n")
+    with pytest.raises(ValueError, match="header is not"):
+        H.append_rows(bad, [ok])
+
+
+# ------------------------------------------------------------------------------- plots and README
+def test_plots_and_readme_table_from_stored_rows(smoke_dir, tmp_path):
+    pngs = plot.plot_all(smoke_dir, allow_smoke=True, out_dir=str(tmp_path / "plots"))
+    assert any("attention" in os.path.basename(p) for p in pngs) and any(p.endswith("ffn.png") for p in pngs)
+    for p in pngs:
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # smoke rows are never plotted unless asked for
+    assert plot.plot_all(smoke_dir, out_dir=str(tmp_path / "none")) == []
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# fastattn\n\n## Benchmarks\n{readme_table.START}\nstale\n{readme_table.END}\n\n## Credits\n")
+    assert readme_table.update_readme(str(readme), smoke_dir, gpu="cpu", allow_smoke=True)
+    text = readme.read_text()
+    table = text.split(readme_table.START)[1].split(readme_table.END)[0]
+    assert "stale" not in table and text.endswith("## Credits\n")
+    for c in bench_attention.attention_cases("smoke", ["bfloat16"]):
+        assert f"`{c.name}`" in table
+    row = next(line for line in table.splitlines() if line.startswith("| `tiny-b2-h2/2-q64-k64-d32`"))
+    header = next(line for line in table.splitlines() if line.startswith("| case |"))
+    cells = dict(zip([h.strip() for h in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert cells["fastattn-cuda"] == "n/a" and cells["fastattn-torch"].endswith("TF/s)")
+    assert "commit" in table and "`fastattn bench --smoke" in table
+    assert not readme_table.update_readme(str(readme), smoke_dir, gpu="cpu", allow_smoke=True), "idempotent"
+    # without (non-smoke) rows the markers enclose nothing: never a number from nowhere
+    readme_table.update_readme(str(readme), smoke_dir, gpu="cpu")
+    assert f"{readme_table.START}\n{readme_table.END}" in readme.read_text()
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="markers"):
+        readme_table.update_readme(str(readme), smoke_dir, gpu="cpu", allow_smoke=True)
+
+
+def test_cli_finds_the_suite_and_rejects_bad_arguments(capsys):
+    assert bench.find_repo_root() == ROOT
+    assert bench.main(["--smoke", "--suite", "nope"]) == 2
+    assert "unknown suite" in capsys.readouterr().err
+    assert bench.main(["--smoke", "--dtype", "int8"]) == 2
+    if not torch.cuda.is_available():
+        assert bench.main(["--suite", "attention"]) == 2
+        assert "need a CUDA GPU" in capsys.readouterr().err
+    assert bench.main(["--smoke", "--list", "--suite", "attention,ffn"]) == 0
+    assert "tiny-b2-h2/2-q64-k64-d32" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_providers_compute_the_same_attention(tmp_path):
+    """Every CPU-runnable provider of the attention suite, fed the mask form it is benchmarked with
+    (lengths for fastattn and FlexAttention, the equivalent bool mask for SDPA and eager), computes the
+    same thing as the float64 reference: the sweep compares like with like."""
+    from torch.nn.attention.bias import causal_lower_right
+    from torch.nn.attention.flex_attention import flex_attention
+
+    import fastattn
+    from fastattn import reference
+    env = H.capture_env("cpu", command="test")
+    ctx = H.Context(env=env, writer=H.ResultWriter(str(tmp_path), env, "smoke"), preset="smoke")
+    provs = {p.name: p for p in bench_attention.PROVIDERS}
+    for case in bench_attention.attention_cases("smoke", ["float32"]):
+        data = bench_attention.CaseData(case, ctx)
+        q, k, v = data.sets[0]
+        if data.lengths is not None:
+            mask = fastattn.KeyPadding(lengths=data.lengths, causal=None if case.causal == "none" else case.causal)
+            kw = {"attn_mask": mask}
+        elif case.causal == "top_left":
+            kw = {"is_causal": True}
+        elif case.causal == "bottom_right":
+            kw = {"attn_mask": causal_lower_right(case.seqlen_q, case.seqlen_k)}
+        else:
+            kw = {}
+        ref = reference.attention(q, k, v, enable_gqa=data.gqa, **kw).float()
+        for name in ("fastattn-torch", "sdpa-math", "eager"):
+            fn = bench_attention.PREPARE[provs[name].kind](data, provs[name], ctx)
+            ctxm = fn.bench_context() if getattr(fn, "bench_context", None) else None
+            if ctxm is not None:
+                with ctxm:
+                    out = fn()
+            else:
+                out = fn()
+            torch.testing.assert_close(out, ref, msg=lambda m, n=name, c=case.name: f"{n} on {c}: {m}")
+        # FlexAttention (eager, CPU) with the suite's block mask
+        bm = bench_attention.flex_block_mask(data, "cpu")
+        out = flex_attention(q, k, v, block_mask=bm, enable_gqa=data.gqa)
+        torch.testing.assert_close(out, ref, msg=lambda m, c=case.name: f"flex on {c}: {m}")
