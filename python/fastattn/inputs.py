@@ -15,10 +15,15 @@ import torch
 
 from .masks import KeyPadding, NormalizedMask
 
-try:
-    from torch.nn.attention.bias import CausalBias, CausalVariant
-except ImportError:  # pragma: no cover - torch without attention.bias
-    CausalBias = CausalVariant = None
+_CAUSAL_BIAS = None  # (CausalBias, CausalVariant), imported on first use: the module pulls in dynamo (~1 s)
+
+
+def _causal_bias_types():
+    global _CAUSAL_BIAS
+    if _CAUSAL_BIAS is None:
+        from torch.nn.attention.bias import CausalBias, CausalVariant
+        _CAUSAL_BIAS = (CausalBias, CausalVariant)
+    return _CAUSAL_BIAS
 
 ATTN_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 GELU_APPROXIMATIONS = ("none", "tanh")
@@ -156,7 +161,9 @@ def _normalize_mask(attn_mask, q, q4, Lq, Lk, is_causal) -> NormalizedMask:
     if attn_mask is None:
         return NormalizedMask(causal="top_left" if is_causal else None)
     # CausalBias is a tensor subclass: test for it before the plain-tensor branch
-    if CausalBias is not None and isinstance(attn_mask, CausalBias):
+    if isinstance(attn_mask, torch.Tensor) and type(attn_mask) is not torch.Tensor \
+            and isinstance(attn_mask, _causal_bias_types()[0]):
+        CausalVariant = _causal_bias_types()[1]
         if attn_mask.seq_len_q != Lq or attn_mask.seq_len_kv != Lk:
             raise ValueError(f"attn_mask is a CausalBias for Lq={attn_mask.seq_len_q}, Lk={attn_mask.seq_len_kv} "
                              f"but the inputs have Lq={Lq}, Lk={Lk}")
@@ -188,12 +195,10 @@ def _normalize_mask(attn_mask, q, q4, Lq, Lk, is_causal) -> NormalizedMask:
     if attn_mask.dim() == 0:
         raise ValueError("attn_mask must have at least 1 dim and broadcast to (..., Hq, Lq, Lk)")
     full = tuple(q.shape[:-1]) + (Lk,)  # (*lead, Hq, Lq, Lk) in the caller's dims
-    try:
-        if torch.broadcast_shapes(tuple(attn_mask.shape), full) != torch.Size(full):
-            raise RuntimeError
-    except RuntimeError:
-        raise ValueError(f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to "
-                         f"(batch..., Hq, Lq, Lk) = {full}") from None
+    ms = tuple(attn_mask.shape)
+    # right-aligned broadcast check (torch.broadcast_shapes costs ~10 us a call)
+    if len(ms) > len(full) or any(m != 1 and m != f for m, f in zip(reversed(ms), reversed(full))):
+        raise ValueError(f"attn_mask of shape {ms} does not broadcast to (batch..., Hq, Lq, Lk) = {full}")
     dense = attn_mask.expand(full)
     dense = dense.reshape(B, Hq, Lq, Lk) if dense.dim() != 4 else dense  # view when strides allow
     return NormalizedMask(dense=dense)
