@@ -38,13 +38,16 @@ std::string head_dims_text() {
 
 // Validate one (B, H, L, D) tensor's strides and base pointer for cp.async / ldmatrix / 16-byte stores:
 // last-dim stride 1, 16-byte aligned base, and strides of every dim with more than one index a
-// multiple of 8 elements (16 bytes). `sizes` are (B, H, L, D).
+// multiple of 8 elements (16 bytes). `sizes` are (B, H, L, D). A tensor with no element (k/v when
+// Lk == 0) is never dereferenced, so its pointer may be null (what torch gives an empty CUDA tensor).
 void check_operand(const char* name, std::uintptr_t ptr, const std::vector<int64_t>& strides,
                    const int64_t (&sizes)[4], bool writable) {
   FA_CHECK_ARG(strides.size() == 4, "attention_fwd: " << name << "_strides must have 4 entries (b, h, l, d), got "
                                                       << strides.size());
   FA_CHECK_ARG(strides[3] == 1, "attention_fwd: " << name << "_strides[3] (last dim) must be 1 (contiguous head dim), got "
                                                   << strides[3]);
+  const bool empty = sizes[0] == 0 || sizes[1] == 0 || sizes[2] == 0 || sizes[3] == 0;
+  if (empty && ptr == 0) return;
   FA_CHECK_ARG(ptr != 0, "attention_fwd: " << name << "_ptr is null");
   FA_CHECK_ARG(ptr % 16 == 0, "attention_fwd: " << name << "_ptr must be 16-byte aligned for cp.async/vector access "
                                                 << "(address % 16 = " << (ptr % 16) << ")");
@@ -141,8 +144,10 @@ void attention_fwd(std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_
   int device = 0;
   FA_CUDA_CHECK(cudaGetDevice(&device));
   check_on_current_device(q_ptr, "q", device);
-  check_on_current_device(k_ptr, "k", device);
-  check_on_current_device(v_ptr, "v", device);
+  if (Lk > 0) {  // with no key, k and v are never read (every row gets 0 and lse -inf)
+    check_on_current_device(k_ptr, "k", device);
+    check_on_current_device(v_ptr, "v", device);
+  }
   check_on_current_device(out_ptr, "out", device);
   check_on_current_device(lse_ptr, "lse", device);
   if (key_lengths_ptr != 0) check_on_current_device(key_lengths_ptr, "key_lengths", device);

@@ -291,3 +291,58 @@ def test_large_magnitudes_no_overflow(backend):
     q, k = q * 8, k * 8
     out = _check(q, k, v, None, False, "large", backend_obj=backend)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("mask", ["none", "causal_br", "lengths", "keymask+tl"])
+def test_no_keys_at_all(backend, mask):
+    """Lk == 0 (empty k/v, whose data pointers torch leaves null): every row is 0, lse -inf, no error."""
+    B, Hq, Hkv, Lq, D = 2, 4, 2, 37, 64
+    q, k, v = _qkv(B, Hq, Hkv, Lq, 0, D, torch.float16, seed=23)
+    if mask == "lengths":
+        attn_mask, is_causal = KeyPadding(lengths=torch.zeros(B, dtype=torch.int32, device="cuda")), False
+    elif mask == "keymask+tl":
+        attn_mask, is_causal = KeyPadding(mask=torch.zeros(B, 0, dtype=torch.bool, device="cuda"),
+                                          causal="top_left"), False
+    else:
+        attn_mask, is_causal = _mask(mask, B, Lq, 0, 23)
+    inp = normalize_attention(q, k, v, attn_mask, 0.0, is_causal, None, True)
+    out = torch.full((B, Hq, Lq, D), float("nan"), dtype=torch.float16, device="cuda")
+    lse = backend.launch(inp, out)
+    assert (out == 0).all() and torch.isneginf(lse).all()
+    out2 = fastattn.attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True, backend="cuda")
+    assert (out2 == 0).all()
+
+
+def test_kernel_with_no_key_via_binding(backend):
+    """The kernel itself (not the Python shortcut) on Lk == 0 with null k/v: writes 0 and lse -inf."""
+    from fastattn._ext import load_ext
+    ext, _ = load_ext()
+    B, H, Lq, D = 2, 3, 70, 128
+    q = torch.randn(B, H, Lq, D, device="cuda", dtype=torch.bfloat16)
+    out = torch.full_like(q, float("nan"))
+    lse = torch.zeros(B, H, Lq, device="cuda")
+    for causal in (0, 2):
+        ext.attention_fwd(q_ptr=q.data_ptr(), k_ptr=0, v_ptr=0, out_ptr=out.data_ptr(), lse_ptr=lse.data_ptr(),
+                          dtype=1, B=B, Hq=H, Hkv=H, Lq=Lq, Lk=0, head_dim=D, q_strides=q.stride(),
+                          k_strides=(0, 0, D, 1), v_strides=(0, 0, D, 1), out_strides=out.stride(), scale=0.1,
+                          causal=causal, stream=torch.cuda.current_stream().cuda_stream)
+        torch.cuda.synchronize()
+        assert (out == 0).all() and torch.isneginf(lse).all()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+@pytest.mark.parametrize("mask", ["keymask+br", "lengths"])
+def test_inputs_on_a_non_current_device(backend, mask):
+    """Inputs on cuda:1 while cuda:0 is current: key_ranges and the kernel both run on cuda:1's stream."""
+    B, Hq, Hkv, Lq, Lk, D = 3, 4, 2, 65, 130, 64
+    q, k, v = _qkv(B, Hq, Hkv, Lq, Lk, D, torch.float16, seed=29)
+    attn_mask, is_causal = _mask(mask, B, Lq, Lk, 29)
+    ref = fastattn.attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True, backend="cuda")
+    dev1 = torch.device("cuda", 1)
+    m1 = (KeyPadding(lengths=attn_mask.lengths.to(dev1), causal=attn_mask.causal) if attn_mask.lengths is not None
+          else KeyPadding(mask=attn_mask.mask.to(dev1), causal=attn_mask.causal))
+    with torch.cuda.device(0):
+        out1 = fastattn.attention(q.to(dev1), k.to(dev1), v.to(dev1), attn_mask=m1, is_causal=is_causal,
+                                  enable_gqa=True, backend="cuda")
+    assert out1.device == dev1
+    assert torch.equal(out1.cpu(), ref.cpu())

@@ -187,16 +187,35 @@ class CudaAttention(KernelBackend):
         ext, why = load_ext()
         if ext is None:
             raise RuntimeError(f"the cuda attention backend is unavailable: {why}")
-        q, k, v, m = inp.query, inp.key, inp.value, inp.mask
+        q, k, v = inp.query, inp.key, inp.value
         B, Hq, Lq, E = q.shape
-        Hkv, Lk = k.shape[1], k.shape[2]
         if out.dtype != q.dtype or tuple(out.shape) != (B, Hq, Lq, v.shape[3]) or out.device != q.device:
             raise ValueError(f"out must be a {q.dtype} tensor of shape {(B, Hq, Lq, v.shape[3])} on {q.device}; "
                              f"got {out.dtype} {tuple(out.shape)} on {out.device}")
         if q.dtype not in _DTYPE_CODES:
             raise ValueError(f"the cuda attention kernel runs float16/bfloat16, got {q.dtype}")
+        if v.shape[3] != E:
+            raise ValueError(f"the cuda attention kernel needs E == Ev; got query/key head dim {E}, value head dim "
+                             f"{v.shape[3]}")
+        if q.device.type != "cuda":
+            raise ValueError(f"the cuda attention kernel needs CUDA tensors, got tensors on {q.device}")
+        # Everything below (the key_ranges launch included) runs under the inputs' device, on its current
+        # stream: a kernel launched on a stream of another device than the current one fails.
+        if q.device.index is not None and q.device.index != torch.cuda.current_device():
+            with torch.cuda.device(q.device):
+                return self._launch(ext, inp, out)
+        return self._launch(ext, inp, out)
+
+    def _launch(self, ext, inp, out: torch.Tensor) -> torch.Tensor:
+        q, k, v, m = inp.query, inp.key, inp.value, inp.mask
+        B, Hq, Lq, E = q.shape
+        Hkv, Lk = k.shape[1], k.shape[2]
         lse = torch.empty((B, Hq, Lq), dtype=torch.float32, device=q.device)
         if out.numel() == 0:
+            return lse
+        if Lk == 0:  # no key at all: every row is empty (k/v/key_mask may have null data pointers)
+            out.zero_()
+            lse.fill_(float("-inf"))
             return lse
 
         kl_ptr, kl_64, kl_stride = 0, False, 1
@@ -215,7 +234,7 @@ class CudaAttention(KernelBackend):
             ext.key_ranges(km.data_ptr(), B, Lk, km.stride(0), km.stride(1), ranges.data_ptr(), stream)
             kr_ptr, km_ptr, km_sb, km_sk = ranges.data_ptr(), km.data_ptr(), km.stride(0), km.stride(1)
 
-        args = dict(
+        ext.attention_fwd(
             q_ptr=q.data_ptr(), k_ptr=k.data_ptr(), v_ptr=v.data_ptr(), out_ptr=out.data_ptr(),
             lse_ptr=lse.data_ptr(), dtype=_DTYPE_CODES[q.dtype], B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk,
             head_dim=E, q_strides=q.stride(), k_strides=k.stride(), v_strides=v.stride(),
@@ -223,9 +242,4 @@ class CudaAttention(KernelBackend):
             key_lengths_ptr=kl_ptr, key_lengths_int64=kl_64, key_lengths_stride=kl_stride,
             key_range_ptr=kr_ptr, key_mask_ptr=km_ptr, key_mask_stride_b=km_sb, key_mask_stride_k=km_sk,
             stream=stream)
-        if q.device.index is not None and q.device.index != torch.cuda.current_device():
-            with torch.cuda.device(q.device):
-                ext.attention_fwd(**args)
-        else:
-            ext.attention_fwd(**args)
         return lse
