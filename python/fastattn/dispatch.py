@@ -17,6 +17,15 @@ ENV_VAR = "FASTATTN_BACKEND"
 _REGISTRY = {"attention": ATTENTION_BACKENDS, "gelu_ffn": FFN_BACKENDS}
 
 
+def register_op(op: str, backends: Dict[str, object]) -> None:
+    """Make ``op`` dispatchable: ``backends`` maps each name of :data:`PRIORITY` to a backend
+    (``unavailable_reason``, ``not_supported_reasons``, ``supports_backward``)."""
+    missing = [n for n in PRIORITY if n not in backends]
+    if missing:
+        raise ValueError(f"register_op({op!r}): no backend for {missing}")
+    _REGISTRY[op] = backends
+
+
 def requested_backend(backend: Optional[str]) -> Optional[str]:
     """The backend name asked for by the argument or the environment (``None`` = auto)."""
     if backend is not None:

@@ -295,48 +295,25 @@ BLOCK_BACKENDS: Dict[str, Dict[str, _Block]] = {
 
 
 # -------------------------------------------------------------------------------------------- dispatch
-def reasons_against(op: str, name: str, inp, *, auto: bool) -> List[str]:
-    b = BLOCK_BACKENDS[op][name]
-    why = b.unavailable_reason()
-    if why is not None:
-        return [f"unavailable: {why}"]
-    reasons = list(b.not_supported_reasons(inp))
-    if auto and inp.requires_grad and not b.supports_backward:
-        reasons.append("inputs require grad and this backend has no fused backward yet (forcing it works: "
-                       "its backward recomputes in PyTorch math)")
-    return reasons
+def _register() -> None:
+    from .. import dispatch
+    for op, table in BLOCK_BACKENDS.items():
+        dispatch.register_op(op, table)
+
+
+_register()
 
 
 def explain(op: str, inp, backend: Optional[str] = None) -> Dict[str, List[str]]:
-    from ..dispatch import requested_backend
-    from . import PRIORITY
-    forced = requested_backend(backend)
-    names = [forced] if forced else list(PRIORITY)
-    return {n: reasons_against(op, n, inp, auto=forced is None) for n in names}
+    """``{backend: reasons}`` for a block op (``fastattn.dispatch.explain``)."""
+    from .. import dispatch
+    return dispatch.explain(op, inp, backend)
 
 
 def select(op: str, inp, backend: Optional[str] = None) -> _Block:
-    """The backend that runs ``op`` on ``inp`` (same rules and messages as ``fastattn.dispatch``)."""
-    from ..dispatch import ENV_VAR, requested_backend
-    from . import PRIORITY
-
-    def fmt(table):
-        return "\n".join(f"  {n}: " + "; ".join(r) for n, r in table.items())
-
-    forced = requested_backend(backend)
-    if forced is not None:
-        reasons = reasons_against(op, forced, inp, auto=False)
-        if reasons:
-            src = "backend=" if backend is not None else f"{ENV_VAR}="
-            raise ValueError(f"{src}{forced!r} cannot run {op} on {inp.describe()}:\n" + fmt({forced: reasons}))
-        return BLOCK_BACKENDS[op][forced]
-    table = {}
-    for name in PRIORITY:
-        reasons = reasons_against(op, name, inp, auto=True)
-        if not reasons:
-            return BLOCK_BACKENDS[op][name]
-        table[name] = reasons
-    raise ValueError(f"no fastattn backend can run {op} on {inp.describe()}:\n" + fmt(table))
+    """The backend that runs ``op`` on ``inp`` (``fastattn.dispatch.select``: same rules and messages)."""
+    from .. import dispatch
+    return dispatch.select(op, inp, backend)
 
 
 def reset() -> None:
