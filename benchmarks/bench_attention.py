@@ -28,7 +28,15 @@ MODELS = {
     "gpt2-medium": (16, 16, 64, "top_left"),
     "llama3-8b": (32, 8, 128, "top_left"),
     "d128": (16, 16, 128, "none"),
+    # issue #3's sweep: hidden size H*D = 2048 at D = 64 and D = 128, causal and not
+    "h2048-d64": (32, 32, 64, "none"),
+    "h2048-d64-causal": (32, 32, 64, "top_left"),
+    "h2048-d128": (16, 16, 128, "none"),
+    "h2048-d128-causal": (16, 16, 128, "top_left"),
 }
+#: issue #3's sequence lengths (B*S = 16k) and the BERT key-padding case of issue #4
+HEADLINE_SEQLENS = (512, 1024, 2048, 4096, 8192, 16384)
+HEADLINE_MODELS = ("h2048-d64", "h2048-d64-causal", "h2048-d128", "h2048-d128-causal")
 SEQLENS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 PADDINGS = (0.0, 0.25, 0.5, 0.75)
 DECODE_MODELS = ("gpt2-medium", "llama3-8b")
@@ -49,6 +57,8 @@ PROVIDERS = [
 DEFAULTS = {
     "full": [p.name for p in PROVIDERS if p.name != "fastattn-torch"],
     "quick": ["fastattn-cuda", "fastattn-triton", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "flex"],
+    # the issues' headline comparison: fastattn against every SDPA backend (flex is in quick/full)
+    "headline": ["fastattn-cuda", "fastattn-triton", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-math"],
     "smoke": ["fastattn-torch", "fastattn-triton", "fastattn-cuda", "sdpa-math", "sdpa-flash", "eager", "flex"],
 }
 
@@ -66,9 +76,12 @@ class AttnCase:
     padding: float       # nominal fraction of padded keys
     dtype: str           # "bfloat16", ...
     decode: bool = False
+    len_lo: float = 0.0  # > 0: key lengths evenly spread over [len_lo * Lk, Lk] instead of around 1 - padding
 
     @property
     def key_lengths(self) -> Optional[Tuple[int, ...]]:
+        if self.len_lo:
+            return spread_lengths(self.batch, self.seqlen_k, self.len_lo)
         return padded_lengths(self.batch, self.seqlen_k, self.padding)
 
     @property
@@ -76,6 +89,8 @@ class AttnCase:
         kind = "decode-" if self.decode else ""
         c = {"none": "", "top_left": "-causal", "bottom_right": "-causal_br"}[self.causal]
         pad = f"-pad{round(self.padding * 100)}" if self.padding else ""
+        if self.len_lo:
+            pad = f"-len{round(self.len_lo * 100)}to100"
         return (f"{self.model}-{kind}b{self.batch}-h{self.heads_q}/{self.heads_kv}-q{self.seqlen_q}-k{self.seqlen_k}-"
                 f"d{self.head_dim}{c}{pad}")
 
@@ -98,11 +113,35 @@ def padded_lengths(batch: int, seqlen: int, frac: float) -> Optional[Tuple[int, 
     return tuple(out)
 
 
+def spread_lengths(batch: int, seqlen: int, lo: float) -> Tuple[int, ...]:
+    """Deterministic key lengths evenly spread over ``[lo * seqlen, seqlen]`` (a uniform length
+    distribution without sampling noise), each at least 1."""
+    if not 0 < lo <= 1:
+        raise ValueError(f"len_lo must be in (0, 1], got {lo}")
+    if batch == 1:
+        return (max(1, round(seqlen * (1 + lo) / 2)),)
+    return tuple(max(1, min(seqlen, round(seqlen * (lo + (1 - lo) * b / (batch - 1))))) for b in range(batch))
+
+
 def attention_cases(preset: str, dtypes: Sequence[str], models: Optional[Sequence[str]] = None,
                     seqlens: Optional[Sequence[int]] = None, paddings: Optional[Sequence[float]] = None,
                     decode: bool = True) -> List[AttnCase]:
     """The case list of a preset (``smoke``, ``quick``, ``full``), optionally filtered."""
     cases: List[AttnCase] = []
+    if preset == "headline":
+        # issue #4's case first, then issue #3's sweep, dtypes innermost so that a --time-budget cut
+        # leaves every dtype with the shorter sequence lengths; --models/--seqlens/--paddings filter as usual
+        if (not models or "bert-base" in models) and (not seqlens or 512 in seqlens) and \
+                (paddings is None or 0.375 in paddings):
+            cases += [AttnCase("bert-base", 32, 12, 12, 512, 512, 64, "none", 0.375, dt, len_lo=0.25) for dt in dtypes]
+        for s in HEADLINE_SEQLENS:
+            for m in HEADLINE_MODELS:
+                if (models and m not in models) or (seqlens and s not in seqlens) or \
+                        (paddings is not None and 0.0 not in paddings):
+                    continue
+                hq, hkv, d, causal = MODELS[m]
+                cases += [AttnCase(m, max(1, TOKENS // s), hq, hkv, s, s, d, causal, 0.0, dt) for dt in dtypes]
+        return cases
     for dt in dtypes:
         if preset == "smoke":
             cases += [AttnCase("tiny", 2, 2, 2, 64, 64, 32, "none", 0.0, dt),
@@ -115,7 +154,7 @@ def attention_cases(preset: str, dtypes: Sequence[str], models: Optional[Sequenc
                     ("llama3-8b", 4096, 0.0), ("llama3-8b", 16384, 0.0), ("d128", 2048, 0.25)]
             dec = [("gpt2-medium", 4096, 0.0), ("llama3-8b", 32768, 0.0)]
         else:
-            spec = [(m, s, p) for m in MODELS for s in SEQLENS for p in PADDINGS]
+            spec = [(m, s, p) for m in MODELS if m not in HEADLINE_MODELS for s in SEQLENS for p in PADDINGS]
             dec = [(m, k, p) for m in DECODE_MODELS for k in DECODE_LENGTHS for p in (0.0, 0.5)]
         for m, s, p in spec:
             if (models and m not in models) or (seqlens and s not in seqlens) or (paddings is not None and p not in paddings):
@@ -376,4 +415,5 @@ def run(ctx: Context, dtypes: Sequence[str] = ("bfloat16",), models=None, seqlen
     return n
 
 
-__all__ = ["SUITE", "MODELS", "PROVIDERS", "AttnCase", "attention_cases", "padded_lengths", "describe", "run"]
+__all__ = ["SUITE", "MODELS", "PROVIDERS", "AttnCase", "attention_cases", "padded_lengths", "spread_lengths",
+           "describe", "run"]

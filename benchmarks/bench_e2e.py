@@ -29,6 +29,7 @@ PROVIDERS = [
 DEFAULTS = {
     "full": [p.name for p in PROVIDERS],
     "quick": ["hf-eager", "hf-sdpa", "fastattn-optimize"],
+    "headline": ["hf-eager", "hf-sdpa", "fastattn-optimize"],
     "smoke": ["hf-eager", "hf-sdpa", "hf-sdpa-compile", "fastattn-optimize"],
 }
 
@@ -56,6 +57,10 @@ def e2e_cases(preset: str, dtypes: Sequence[str]) -> List[E2ECase]:
         if preset == "smoke":
             out += [E2ECase("tiny-bert", "forward", 2, 16, 0.25, 0, dt),
                     E2ECase("tiny-gpt2", "generate", 2, 8, 0.25, 4, dt)]
+        elif preset == "headline":  # issue #6: BERT-base S=128/512 at B=32, GPT-2 generate
+            out += [E2ECase("bert-base", "forward", 32, 128, 0.25, 0, dt),
+                    E2ECase("bert-base", "forward", 32, 512, 0.25, 0, dt),
+                    E2ECase("gpt2", "generate", 8, 128, 0.25, 64, dt)]
         elif preset == "quick":
             out += [E2ECase("bert-base", "forward", 32, 128, 0.25, 0, dt),
                     E2ECase("gpt2", "generate", 8, 128, 0.25, 64, dt)]

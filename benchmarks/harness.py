@@ -68,7 +68,10 @@ def _git(*args: str) -> Optional[str]:
 
 
 def git_commit() -> str:
-    """Short commit of the checkout, with ``+dirty`` when tracked files differ from it."""
+    """Short commit of the checkout, with ``+dirty`` when tracked files differ from it; ``$FASTATTN_COMMIT``
+    when set (the device machine gets a copy of the working tree without ``.git``)."""
+    if os.environ.get("FASTATTN_COMMIT", "").strip():
+        return os.environ["FASTATTN_COMMIT"].strip()
     sha = _git("rev-parse", "--short=12", "HEAD")
     if not sha:
         return "unknown"

@@ -70,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true",
                    help="CPU-only tiny sweep of every suite with the torch backend plus the overhead benchmark; "
                         "writes to benchmarks/results/smoke/ (ignored by git); rows are marked smoke")
-    p.add_argument("--preset", choices=("quick", "full"), default="quick",
-                   help="case list: quick (headline cases, minutes) or full (every shape, much longer)")
+    p.add_argument("--preset", choices=("quick", "full", "headline"), default="quick",
+                   help="case list: quick (a few cases of each suite, minutes), headline (the issues' "
+                        "comparisons: D=64/128 S=512..16k vs every SDPA backend, BERT key padding, FFN vs "
+                        "max-autotune, HF BERT/GPT-2; order them by --suite and cut with --time-budget) or "
+                        "full (every shape, much longer)")
     p.add_argument("--suite", default=None,
                    help=f"comma-separated suites from {','.join(SUITES)} (default: all; the overhead suite only "
                         "with --smoke or when named)")
