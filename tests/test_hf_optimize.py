@@ -236,3 +236,76 @@ def test_autocast_runs_stock_ffn():
 def test_optimize_rejects_non_hf_model():
     with pytest.raises(TypeError, match="PreTrainedModel"):
         fastattn.optimize(torch.nn.Linear(2, 2))
+
+
+# ------------------------------------------------------------------ lazy registration (fresh interpreters)
+def _fresh_python(code: str, tmp_path=None):
+    """Run ``code`` in a new interpreter (the registration depends on import order); returns stderr."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    env = dict(os.environ, FASTATTN_BACKEND="torch", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                       cwd=str(tmp_path) if tmp_path else None, timeout=300)
+    assert r.returncode == 0, f"subprocess failed:\n{r.stdout}\n{r.stderr}"
+    return r.stderr
+
+
+def test_import_fastattn_does_not_import_transformers_and_registers_after():
+    _fresh_python("""
+        import sys
+        import fastattn
+        assert not any(m == "transformers" or m.startswith("transformers.") for m in sys.modules), \\
+            "import fastattn imported transformers"
+        import transformers  # the lazy package: nothing registered needs to happen yet
+        from transformers.masking_utils import AttentionMaskInterface  # a lazy submodule import
+        assert "fastattn" in AttentionMaskInterface._global_mapping
+        assert "fastattn" in transformers.AttentionInterface._global_mapping  # via the lazy __getattr__
+        import transformers.modeling_utils as mu
+        from importlib.machinery import SourceFileLoader
+        assert isinstance(mu.__loader__, SourceFileLoader) and mu.__spec__.loader is mu.__loader__
+        assert not [f for f in sys.meta_path if type(f).__module__.startswith("fastattn")], sys.meta_path
+    """)
+
+
+def test_fastattn_imported_after_transformers_registers_at_once():
+    _fresh_python("""
+        import transformers.modeling_utils, transformers.masking_utils
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface
+        assert "fastattn" not in AttentionInterface._global_mapping
+        import fastattn
+        assert "fastattn" in AttentionInterface._global_mapping
+        assert "fastattn" in AttentionMaskInterface._global_mapping
+    """)
+
+
+def test_from_pretrained_with_fastattn_imported_first(tmp_path):
+    tiny_model("gpt2").save_pretrained(tmp_path / "tiny")
+    _fresh_python("""
+        import fastattn
+        import torch
+        from transformers import AutoModelForCausalLM
+        ids = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
+        am = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+        ours = AutoModelForCausalLM.from_pretrained("tiny", attn_implementation="fastattn")
+        assert ours.config._attn_implementation == "fastattn"
+        eager = AutoModelForCausalLM.from_pretrained("tiny", attn_implementation="eager")
+        with torch.no_grad():
+            a, b = ours(input_ids=ids, attention_mask=am).logits, eager(input_ids=ids, attention_mask=am).logits
+        valid = am.bool().unsqueeze(-1)
+        torch.testing.assert_close(a * valid, b * valid, atol=1e-5, rtol=1e-5)  # left padding honoured
+    """, tmp_path)
+
+
+def test_failing_registration_never_breaks_importing_transformers():
+    err = _fresh_python("""
+        import fastattn, fastattn.integrations as integ
+        def boom():
+            raise RuntimeError("registration exploded")
+        integ.transformers_support = boom
+        from transformers import AutoModel, AttentionInterface  # imports fine
+        assert "fastattn" not in AttentionInterface._global_mapping
+    """)
+    assert "registration exploded" in err and "fastattn: post-import hook" in err

@@ -4,7 +4,8 @@ Public API (see ``shared/DESIGN.md``): :func:`attention` (a drop-in for
 ``torch.nn.functional.scaled_dot_product_attention``), :func:`gelu_ffn`, :func:`available_backends`,
 :func:`explain`, :class:`KeyPadding`, and for Hugging Face models :func:`optimize` / :func:`revert`.
 Importing fastattn registers the HF attention implementation ``"fastattn"`` when transformers is
-installed.
+installed (lazily: right after transformers is imported, without importing it; see
+``fastattn.integrations.register_when_imported``).
 """
 
 from __future__ import annotations
@@ -33,15 +34,14 @@ def revert(model):
 
 
 def _register_hf() -> None:
+    # Lazy: registers "fastattn" with transformers right after transformers' modeling/masking modules are
+    # imported (at once if they already are), so `import fastattn` does not pay for importing transformers.
     try:
-        import transformers  # noqa: F401
-    except ImportError:
-        return
-    try:
-        from .integrations import register
-    except ImportError:
-        return
-    register()
+        from .integrations import register_when_imported
+        register_when_imported()
+    except Exception as e:  # noqa: BLE001 - the HF integration must never break `import fastattn`
+        import logging
+        logging.getLogger("fastattn").warning(f"fastattn: HF attention registration not set up: {e}")
 
 
 _register_hf()

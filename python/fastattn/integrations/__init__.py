@@ -4,8 +4,10 @@ Supported: transformers >= 5.17, < 6 (the ``AttentionInterface`` + ``AttentionMa
 ``q_offset``/``kv_offset`` mask factories, and ``PreTrainedModel.set_attn_implementation``).
 
 * :func:`register` registers the attention implementation ``"fastattn"`` (attention function *and* mask
-  function, see :mod:`fastattn.integrations.hf_attention`); ``import fastattn`` calls it, so
-  ``from_pretrained(..., attn_implementation="fastattn")`` works.
+  function, see :mod:`fastattn.integrations.hf_attention`). ``import fastattn`` calls
+  :func:`register_when_imported`, which does the same lazily (right after transformers' ``modeling_utils``
+  / ``masking_utils`` are imported, or at once if they are), so ``from_pretrained(...,
+  attn_implementation="fastattn")`` works and ``import fastattn`` does not import transformers.
 * :func:`optimize` / :func:`revert` swap fastattn into a live model and back, exactly (see
   :mod:`fastattn.integrations.hf_optimize`).
 * ``fastattn demo`` runs :mod:`fastattn.integrations.demo`.
@@ -20,7 +22,8 @@ logger = logging.getLogger("fastattn")
 #: the transformers versions this integration is written and tested for
 SUPPORTED_TRANSFORMERS = (">=5.17", "<6")
 _MIN, _MAX_MAJOR = (5, 17), 6
-_registered = False
+_registered_attention = False
+_registered_mask = False
 
 
 def _version_tuple(v: str):
@@ -50,26 +53,62 @@ def check_transformers_version() -> None:
         raise RuntimeError(why)
 
 
-def register() -> None:
-    """Register ``"fastattn"`` with ``transformers.AttentionInterface`` and ``AttentionMaskInterface``.
-    Idempotent. On an unsupported transformers version it logs why and registers nothing."""
-    global _registered
-    if _registered:
-        return
+def _can_register(what: str) -> bool:
     why = transformers_support()
     if why is not None:
-        logger.debug(f"fastattn: HF attention not registered: {why}")
+        logger.debug(f"fastattn: HF {what} not registered: {why}")
+        return False
+    return True
+
+
+def _register_attention(_module=None) -> None:
+    """``"fastattn"`` -> ``AttentionInterface`` (lives in ``transformers.modeling_utils``)."""
+    global _registered_attention
+    if _registered_attention or not _can_register("attention function"):
+        return
+    from transformers.modeling_utils import AttentionInterface
+
+    from .hf_attention import NAME, fastattn_attention_forward
+    AttentionInterface.register(NAME, fastattn_attention_forward)
+    _registered_attention = True
+
+
+def _register_mask(_module=None) -> None:
+    """``"fastattn"`` -> ``AttentionMaskInterface`` (lives in ``transformers.masking_utils``)."""
+    global _registered_mask
+    if _registered_mask or not _can_register("mask function"):
+        return
+    from transformers.masking_utils import AttentionMaskInterface
+
+    from .hf_attention import NAME, fastattn_mask
+    AttentionMaskInterface.register(NAME, fastattn_mask)
+    _registered_mask = True
+
+
+def register() -> None:
+    """Register ``"fastattn"`` with ``transformers.AttentionInterface`` and ``AttentionMaskInterface`` now
+    (imports transformers' modeling code). Idempotent. On an unsupported transformers version it logs why
+    and registers nothing."""
+    if transformers_support() is not None:
+        _can_register("attention")
         return
     try:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface
+        _register_mask()
+        _register_attention()
     except Exception as e:  # noqa: BLE001 - a broken transformers install must not break `import fastattn`
         logger.warning(f"fastattn: HF attention not registered: importing transformers failed: {e}")
-        return
-    from .hf_attention import NAME, fastattn_attention_forward, fastattn_mask
-    AttentionInterface.register(NAME, fastattn_attention_forward)
-    AttentionMaskInterface.register(NAME, fastattn_mask)
-    _registered = True
+
+
+def register_when_imported() -> None:
+    """What ``import fastattn`` does: register each half of ``"fastattn"`` as soon as the transformers module
+    holding its registry is imported -- at once if it already is, else right after its import (a post-import
+    hook, see :mod:`fastattn.integrations._post_import`), so ``import fastattn`` never imports transformers.
+    Both registries are filled before any model can use them: the mask registry is read by
+    ``masking_utils`` itself and the attention registry by ``modeling_utils`` (``from_pretrained``,
+    ``set_attn_implementation``). A registration that fails is logged; the import always proceeds."""
+    from ._post_import import when_imported
+    when_imported("transformers.masking_utils", _register_mask)
+    when_imported("transformers.modeling_utils", _register_attention)
 
 
 def optimize(model, *, attention: bool = True, ffn: bool = True):
@@ -90,4 +129,4 @@ def describe(model):
     return _describe(model)
 
 
-__all__ = ["register", "optimize", "revert", "describe", "SUPPORTED_TRANSFORMERS", "transformers_support"]
+__all__ = ["register", "register_when_imported", "optimize", "revert", "describe", "SUPPORTED_TRANSFORMERS", "transformers_support"]

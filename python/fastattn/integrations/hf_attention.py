@@ -6,19 +6,23 @@ Two functions are registered under the name ``"fastattn"``:
   model forward by ``create_causal_mask`` / ``create_bidirectional_mask``. It returns the mask in the
   form the fused kernels skip work with:
 
-  - ``None``: no padding and nothing to truncate (plain causal or full attention);
+  - ``None``: HF gave no padding mask and there is nothing to truncate (plain causal or full
+    attention): no mask at all;
   - a *compact* 2-D bool key mask ``(B, Lm)`` (``True`` = visible) over the first ``Lm`` keys, the form
-    flash-attention masks take in transformers (models that support FA2 pass it through untouched). Keys
-    at ``j >= Lm`` are never visible (a static cache's unwritten slots, keys after the last query's
-    causal limit) and are not read at all. A causal mask is applied *analytically*, aligned
-    bottom-right over those ``Lm`` keys (exactly the ``kv_idx <= q_idx`` of HF with the cache offset).
-    The mask function attaches ``_fastattn_spec`` to the returned tensor (causal or not, right-padding
-    lengths when the padding is a suffix, no padding at all) so the kernel gets ``KeyPadding(lengths=)``
-    or no key mask when that is exact;
+    flash-attention masks take in transformers (models that support FA2 pass it through untouched): HF's
+    padding mask handed over as it is, **never inspected** (no device->host sync per forward, nothing
+    data-dependent under ``torch.compile``); the kernels take it as ``KeyPadding(mask=)`` and find each
+    sequence's visible key range on the device. Keys at ``j >= Lm`` are never visible (keys after the
+    last query's causal limit) and are not read at all. A causal mask is applied *analytically*, aligned
+    bottom-right over those ``Lm`` keys (exactly the ``kv_idx <= q_idx`` of HF with the cache offset). A
+    static cache's decode step (``Lq = 1``, offset given as a device tensor) folds ``kv_idx <= q_offset``
+    into the key mask on the device, over the whole cache. The mask function attaches ``_fastattn_spec``
+    to the returned tensor (causal or not; all-True, i.e. only a truncation) so the attention function
+    knows what it means;
   - a dense ``(B, 1, Lq, Lk)`` bool mask from HF's own ``sdpa_mask`` whenever the compact form cannot
     express the mask: sliding windows, chunked attention, custom ``and_mask``/``or_mask`` functions,
-    packed sequences, block-wise overlays, a ``kv_offset`` (sliding caches), and anything under
-    ``torch.compile``/tracing (the compact form reads the mask's values).
+    packed sequences, block-wise overlays, a ``kv_offset`` (sliding caches), a static-cache prefill
+    (``Lq > 1`` with a tensor offset: the causal alignment depends on the offset's value).
 
 * :func:`fastattn_attention_forward` with ``transformers.AttentionInterface``:
   ``fn(module, query (B,Hq,Lq,D), key (B,Hkv,Lk,D), value (B,Hkv,Lk,Dv), attention_mask, scaling, dropout,
@@ -56,27 +60,18 @@ _SPEC_ATTR = "_fastattn_spec"
 class _CompactSpec:
     """What :func:`fastattn_mask` knows about the 2-D mask it returns (attached as ``_fastattn_spec``)."""
 
-    causal: bool                              # bottom-right causal over the Lm keys
-    lengths: Optional[torch.Tensor] = None    # (B,) int32 when the padding is a suffix (right padding)
-    full: bool = False                        # no padding at all: only the truncation to Lm matters
+    causal: bool          # bottom-right causal over the Lm keys
+    full: bool = False    # no padding mask was given: the tensor is all True, only the truncation to Lm matters
 
 
 # ------------------------------------------------------------------------------------------- mask
-def _is_tracing(*ts) -> bool:
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return True
-    try:
-        from transformers.utils.import_utils import is_tracing
-    except ImportError:  # pragma: no cover - older layouts
-        is_tracing = None
-    if is_tracing is not None:
-        return any(isinstance(t, torch.Tensor) and is_tracing(t) for t in ts)
-    return False
-
-
 def _compact_mask(batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask,
                   device, local_size):
-    """The compact mask, or ``NotImplemented`` when it cannot express the request exactly."""
+    """The compact mask, or ``NotImplemented`` when it cannot express the request exactly.
+
+    Never reads tensor values (no device->host sync, nothing data-dependent under ``torch.compile``): the
+    padding mask is handed over as it is and the kernels find each sequence's visible key range on the
+    device. The only decisions are made from Python ints and shapes."""
     from transformers.masking_utils import bidirectional_mask_function, causal_mask_function
 
     if mask_function is causal_mask_function:
@@ -87,38 +82,42 @@ def _compact_mask(batch_size, q_length, kv_length, q_offset, kv_offset, mask_fun
         return NotImplemented
     if local_size is not None or isinstance(kv_offset, torch.Tensor) or kv_offset != 0:
         return NotImplemented
-    if _is_tracing(attention_mask, q_offset):
-        return NotImplemented  # the compact form reads mask values / the cache offset
-    if causal:
-        q_off = int(q_offset)  # a StaticCache gives a 0-dim tensor: one host read per forward
-        kv_used = q_off + q_length  # keys beyond the last query's causal limit are never visible
-        if q_off < 0 or kv_used > kv_length:
+    if attention_mask is not None and (attention_mask.dim() != 2 or attention_mask.shape[0] != batch_size):
+        return NotImplemented
+    folded = None
+    if causal and isinstance(q_offset, torch.Tensor) and q_length == kv_length:
+        q_offset = 0  # the keys hold at least offset + q_length positions, so the offset can only be 0
+    if causal and isinstance(q_offset, torch.Tensor):
+        # A static cache gives its offset as a 0-dim device tensor (reading it would sync). One query row
+        # (decode): its causal limit `kv_idx <= q_offset` is a key mask, folded in on the device (the
+        # bottom-right causal still declared removes nothing from one row over all kv_length keys). Several rows
+        # (a static-cache prefill): the alignment depends on the offset's value -> HF's dense mask.
+        if q_length != 1:
+            return NotImplemented
+        kv_used = kv_length
+        folded = torch.arange(kv_length, device=q_offset.device) <= q_offset
+    elif causal:
+        kv_used = q_offset + q_length  # keys beyond the last query's causal limit are never visible
+        if q_offset < 0 or kv_used > kv_length:
             return NotImplemented
     else:
         kv_used = kv_length
-    pad = None
-    if attention_mask is not None:
-        if attention_mask.dim() != 2 or attention_mask.shape[0] != batch_size:
-            return NotImplemented
+    if attention_mask is None and folded is None:
+        if kv_used == kv_length and (not causal or q_length == 1 or q_length == kv_length):
+            return None  # plain causal (where top-left == bottom-right) or full attention: no mask at all
+        pad = torch.ones((batch_size, kv_used), dtype=torch.bool, device=device)  # only the truncation
+        setattr(pad, _SPEC_ATTR, _CompactSpec(causal=causal, full=True))
+        return pad
+    if attention_mask is None:
+        pad = folded.expand(batch_size, kv_used)
+    else:
         pad = attention_mask if attention_mask.dtype == torch.bool else attention_mask.bool()
         if pad.shape[1] < kv_used:  # as HF's prepare_padding_mask: positions past the 2-D mask are masked
             pad = F.pad(pad, (0, kv_used - pad.shape[1]), value=False)
         pad = pad[:, :kv_used]  # always a fresh view: the spec below is never attached to the caller's tensor
-    full = True
-    lengths = None
-    if pad is not None:
-        # One host sync per forward (HF's sdpa mask does the same): no padding -> no key mask at all;
-        # padding only at the end -> per-sequence lengths, so kernels stop their key loop early.
-        lens = pad.sum(dim=-1, dtype=torch.int32)
-        is_suffix = (pad == (torch.arange(kv_used, device=pad.device) < lens.unsqueeze(-1))).all()
-        full, right = torch.stack([pad.all(), is_suffix]).tolist()
-        if right and not full:
-            lengths = lens
-    if full and kv_used == kv_length and (not causal or q_length == 1 or q_length == kv_length):
-        return None  # plain causal (where top-left == bottom-right) or full attention
-    if pad is None:
-        pad = torch.ones((batch_size, kv_used), dtype=torch.bool, device=device)
-    setattr(pad, _SPEC_ATTR, _CompactSpec(causal=causal, lengths=lengths, full=bool(full)))
+        if folded is not None:
+            pad = pad & folded.to(pad.device)
+    setattr(pad, _SPEC_ATTR, _CompactSpec(causal=causal))  # (folded: one row, bottom-right is a no-op)
     return pad
 
 
@@ -183,14 +182,11 @@ def _plan(module, query, key, attention_mask, kwargs) -> _Plan:
         spec = getattr(attention_mask, _SPEC_ATTR, None)
         if spec is None:  # a flash-attention style mask from elsewhere
             causal = _module_is_causal(module, kwargs)
-            km = attention_mask if attention_mask.dtype == torch.bool else attention_mask.bool()
-            spec_lengths, key_mask = None, km
+            key_mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask.bool()
         else:
             causal = spec.causal
-            spec_lengths = spec.lengths
-            key_mask = None if (spec.full or spec.lengths is not None) else attention_mask
-        plan = _Plan(Lm, NormalizedMask(causal="bottom_right" if causal else None, key_lengths=spec_lengths,
-                                        key_mask=key_mask))
+            key_mask = None if spec.full else attention_mask
+        plan = _Plan(Lm, NormalizedMask(causal="bottom_right" if causal else None, key_mask=key_mask))
     elif attention_mask.dim() == 4:
         m = attention_mask
         if m.shape[-1] > Lk:  # some HF paths hand a mask sized for the whole cache
