@@ -131,7 +131,13 @@ def _attn_fwd_inner(acc, l_i, m_i, q,
 
 
 # ------------------------------------------------------------------------------------------- kernel
-@triton.jit
+#: Integer arguments that change from call to call (sequence lengths, the causal offset, the autotune
+#: buckets): never specialised, so that e.g. a KV cache growing by one token per decode step (``Lk``
+#: alternating between "== 1", "divisible by 16" and neither) does not compile new binaries.
+NO_SPECIALIZE = ["Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET"]
+
+
+@triton.jit(do_not_specialize=NO_SPECIALIZE)
 def _attn_fwd_kernel(
         Q, K, V, Out, Lse, KeyLens, KeyMask, KeyRange, Dense,
         stride_qb, stride_qh, stride_qm,
@@ -279,20 +285,33 @@ def keep(conf: triton.Config, capability=None, block_d: int = 128) -> bool:
     bm = conf.kwargs["BLOCK_M"]
     if capability is not None and capability[0] == 9 and conf.num_warps == 8 and bm < 128 and block_d < 256:
         return False
+    if capability is not None and capability[0] == 8 and bm >= 128 and block_d >= 256:
+        return False  # sm_80 (mma.sync, Q in registers): 128-row tiles spill at head dim 256 (compile-only)
     return True
 
 
-def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: int, smem_bytes: int) -> bool:
-    """Resource model, calibrated on ptxas output for sm_80/sm_90 (fp16): shared memory for the K/V
-    pipeline plus the Q tile (exact for stages >= 2), and fp32 registers per thread for the
-    accumulator, the score tile (counted twice: scores and probabilities) and Q. Above ~224 the
-    kernel spills."""
+def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: int, smem_bytes: int,
+                dense_mode: int = 0, key_mask: bool = False) -> bool:
+    """Resource model, calibrated on ptxas output of compile-only builds (fp16, triton 3.9, sm_90 every
+    config x head dim; see ``benchmarks/notes/triton_attention.md``). Shared memory: the K/V pipeline
+    plus the Q tile (exact for stages >= 2). Registers per thread: the fp32 accumulator, the score tile
+    (counted twice: scores and probabilities), Q, and the K/V tile addresses (one 32-bit offset per
+    16-byte vector, live across the loop). Above 232 the kernel spilled; at the 224 the model had
+    before this term, 64x128/4-warp and 128x128/8-warp tiles at head dim 128 were kept and spilled.
+    Head dim 256 with BLOCK_N >= 64 spilled with more than 2 stages (not captured by the formula). A
+    dense mask (``dense_mode`` 1/2) or a key mask adds its tile of offsets/values/keep flags: two more
+    score-tile terms (calibrated on bool/float/key masks at head dims 64/80/128)."""
     bm, bn = conf.kwargs["BLOCK_M"], conf.kwargs["BLOCK_N"]
     stages = max(conf.num_stages, 1)
     smem = stages * bn * (block_d + block_dv) * elem_bytes + bm * block_d * elem_bytes
     threads = 32 * conf.num_warps
-    regs = (bm * block_dv + 2 * bm * bn) / threads + bm * block_d * elem_bytes / 4 / threads
-    return smem <= smem_bytes and regs <= 224
+    regs = ((bm * block_dv + 2 * bm * bn) / threads + bm * block_d * elem_bytes / 4 / threads
+            + bn * (block_d + block_dv) * elem_bytes / 16 / threads)
+    if dense_mode or key_mask:
+        regs += 2 * bm * bn / threads
+    if max(block_d, block_dv) >= 256 and stages > 2 and bn >= 64:
+        return False
+    return smem <= smem_bytes and regs <= 232
 
 
 def prune_configs(configs, named_args, **kwargs):
@@ -303,7 +322,9 @@ def prune_configs(configs, named_args, **kwargs):
     elem = args["Q"].element_size()
     cap, smem = _device_limits(args["Q"].device)
     lq = args["LQ_BUCKET"]
-    ok = [c for c in configs if keep(c, cap, block_d) and config_fits(c, block_d, block_dv, elem, smem)]
+    dense, km = args.get("DENSE_MODE", 0), bool(args.get("HAS_KEY_MASK", False))
+    ok = [c for c in configs
+          if keep(c, cap, block_d) and config_fits(c, block_d, block_dv, elem, smem, dense, km)]
     short = [c for c in ok if c.kwargs["BLOCK_M"] <= max(lq, 64)]
     ok = short or ok
     if not ok:  # nothing fits the model: take the smallest tile with the most warps

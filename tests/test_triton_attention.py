@@ -460,7 +460,26 @@ from fastattn.kernels.attention import _attn_fwd_kernel as kern
 
 NODIV = {"Hq", "group", "Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET"}
 
-def compile_one(arch, dtype, E, Ev, causal, kl, km, dense, fast, bm, bn, warps, stages):
+import os, re, subprocess, tempfile
+from fastattn.kernels import attention as KM
+
+# lengths/offsets vary per call: never specialised (a growing KV cache must not recompile)
+assert {p.name for p in kern.params if p.do_not_specialize} == set(KM.NO_SPECIALIZE), kern.params
+CUOBJ = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+def spill_bytes(k):
+    if not os.path.exists(CUOBJ):
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(k.asm["cubin"])
+    try:
+        out = subprocess.run([CUOBJ, "-res-usage", f.name], capture_output=True, text=True).stdout
+    finally:
+        os.unlink(f.name)
+    m = re.search(r"REG:(\d+) STACK:(\d+)", out)
+    return int(m.group(2)) if m else None
+
+def compile_one(arch, dtype, E, Ev, causal, kl, km, dense, fast, bm, bn, warps, stages, ones=()):
     ptrs = {"Q": dtype, "K": dtype, "V": dtype, "Out": dtype, "Lse": "fp32", "KeyLens": "i64", "KeyMask": "u8",
             "KeyRange": "i32", "Dense": {0: "u8", 1: "u8", 2: "fp32"}[dense]}
     sig = {}
@@ -471,6 +490,8 @@ def compile_one(arch, dtype, E, Ev, causal, kl, km, dense, fast, bm, bn, warps, 
             sig[n] = "fp32"
         elif n.isupper() or n.startswith("BLOCK"):
             sig[n] = "constexpr"
+        elif n in ones:  # an integer argument equal to 1 is specialised to a constant (MHA: group == 1)
+            sig[n] = "constexpr"
         else:
             sig[n] = "i32"
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(kern.arg_names)
@@ -479,6 +500,7 @@ def compile_one(arch, dtype, E, Ev, causal, kl, km, dense, fast, bm, bn, warps, 
                   BLOCK_DV=max(16, triton.next_power_of_2(Ev)), IS_CAUSAL=causal, HAS_KEY_LENS=kl,
                   HAS_KEY_MASK=km, DENSE_MODE=dense, FAST_SCALE=fast, DOT_UPCAST=False,
                   INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", BLOCK_M=bm, BLOCK_N=bn)
+    consts.update({n: 1 for n in ones})
     src = ASTSource(fn=kern, signature=sig, constexprs=consts, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=warps, num_stages=stages))
 
@@ -487,6 +509,8 @@ cases = [
     (90, "bf16", 80, 80, False, False, True, 2, False, 64, 64, 4, 2),
     (80, "fp16", 64, 64, True, False, False, 1, True, 128, 64, 4, 2),
     (80, "fp32", 40, 24, False, True, True, 0, True, 64, 32, 4, 2),
+    # MHA (group == Hq == 1 -> constants) with a contiguous key mask (stride 1) at head dim 128
+    (90, "fp16", 128, 128, True, False, True, 0, True, 128, 64, 8, 3, ("group", "Hq", "stride_kmn")),
 ]
 for c in cases:
     k = compile_one(*c)
@@ -494,6 +518,12 @@ for c in cases:
     assert "tt.dot" in ttgir or "warp_group_dot" in ttgir, c
     if c[0] == 90 and c[1] != "fp32":
         assert "warp_group_dot" in ttgir, f"no wgmma for {c}"
+        conf = KM._cfg(*c[9:13])
+        bd = max(16, triton.next_power_of_2(c[2]))
+        kept = KM.keep(conf, (9, 0), bd) and KM.config_fits(conf, bd, bd, 2, 227 * 1024, c[7], c[6])
+        spill = spill_bytes(k)
+        assert not kept or spill in (None, 0), f"{c} spills {spill} bytes but the prune keeps it"
+        print("spill", spill, "kept", kept)
     print("ok", c)
 """
 
@@ -501,7 +531,8 @@ for c in cases:
 def test_compiles_for_sm80_and_sm90():
     """The interpreter never runs Triton's GPU compiler: compile (to cubin, no GPU needed) a few
     specialisations for sm_80 and sm_90 in a subprocess without TRITON_INTERPRET, and check that
-    Hopper fp16/bf16 dots become wgmma."""
+    Hopper fp16/bf16 dots become wgmma, that the sm_90 tiles the prune keeps do not spill (cuobjdump),
+    that MHA's ``group == 1`` constant specialisation compiles, and that lengths are not specialised."""
     try:
         from triton.backends.nvidia import compiler  # noqa: F401
     except Exception as e:  # noqa: BLE001
@@ -512,4 +543,71 @@ def test_compiles_for_sm80_and_sm90():
                        timeout=600)
     print(r.stdout[-3000:], r.stderr[-3000:])
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("ok ") == 4
+    assert r.stdout.count("ok ") == 5
+
+
+# ------------------------------------------------------------------------------- prune and launcher
+#: (head dim, BLOCK_M, BLOCK_N, warps, stages) -> spilled? From compile-only sm_90 fp16 builds (triton
+#: 3.9, cuobjdump -res-usage STACK); the first five were kept by the old 224-register model and spilled.
+SM90_FP16_SPILLS = {
+    (128, 64, 128, 4, 2): True, (128, 64, 128, 4, 3): True, (128, 128, 128, 8, 2): True,
+    (128, 128, 128, 8, 3): True, (80, 64, 128, 4, 2): True, (256, 64, 64, 8, 3): True,
+    (256, 64, 64, 4, 2): True, (128, 128, 64, 4, 2): True,
+    (128, 64, 64, 4, 3): False, (128, 128, 64, 8, 4): False, (128, 128, 32, 8, 2): False,
+    (64, 128, 64, 4, 3): False, (64, 128, 128, 8, 3): False, (64, 64, 128, 4, 4): False,
+    (256, 64, 64, 8, 2): False, (256, 64, 32, 8, 3): False, (8, 128, 64, 4, 4): False,
+}
+#: (head dim, dense mode | "key_mask", BLOCK_M, BLOCK_N, warps, stages) -> spilled? Mask builds, same source.
+SM90_FP16_DENSE_SPILLS = {
+    (80, 2, 64, 64, 4, 2): True, (128, 1, 64, 64, 4, 3): True, (64, 1, 128, 64, 4, 3): True,
+    (128, 2, 128, 64, 8, 3): False, (64, 2, 64, 64, 4, 3): False,
+    (128, "key_mask", 64, 64, 4, 2): True,  # causal + key mask, MHA
+}
+
+
+def test_prune_drops_configs_that_spill_on_sm90():
+    from fastattn.kernels import attention as K
+    for (E, bm, bn, w, s), spills in SM90_FP16_SPILLS.items():
+        c = K._cfg(bm, bn, w, s)
+        bd = max(16, 1 << (E - 1).bit_length())
+        kept = K.keep(c, (9, 0), bd) and K.config_fits(c, bd, bd, 2, 227 * 1024)
+        assert kept != spills, f"E={E} {bm}x{bn} {w}w {s}s: spills={spills} but prune keeps={kept}"
+        assert c in K.CONFIGS_SM90 or any(
+            (x.kwargs, x.num_warps, x.num_stages) == (c.kwargs, w, s) for x in K.CONFIGS_SM90)
+    for (E, dense, bm, bn, w, s), spills in SM90_FP16_DENSE_SPILLS.items():
+        bd = max(16, 1 << (E - 1).bit_length())
+        c = K._cfg(bm, bn, w, s)
+        km = dense == "key_mask"
+        kept = K.keep(c, (9, 0), bd) and K.config_fits(c, bd, bd, 2, 227 * 1024, 0 if km else dense, km)
+        assert kept != spills, f"E={E} dense={dense} {bm}x{bn} {w}w {s}s: spills={spills}, prune keeps={kept}"
+    for s in (2, 3):  # sm_80 (compile-only, cuobjdump): 128x32 / 8 warps spills at head dim 256
+        assert not K.keep(K._cfg(128, 32, 8, s), (8, 0), 256)
+    for E in HEAD_DIMS:  # every head dim keeps at least one sm_90 and one sm_80 tile
+        bd = max(16, 1 << (E - 1).bit_length())
+        for cap, smem in (((9, 0), 227 * 1024), ((8, 0), 163 * 1024), ((8, 6), 99 * 1024)):
+            for dense, km in ((0, False), (1, False), (2, True)):
+                assert any(K.keep(c, cap, bd) and K.config_fits(c, bd, bd, 2, smem, dense, km)
+                           for c in K.configs_for(cap)), (E, cap, dense, km)
+
+
+def test_launcher_options(monkeypatch):
+    """The launch passes fp fusion explicitly (the exp2 argument is one FMA; Triton 3.10 turns the
+    default off) and a grid of cdiv(Lq, BLOCK_M) * B * Hq programs."""
+    from fastattn.kernels import attention as K
+    seen = {}
+
+    class Recorder:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                seen.update(kw, grid=grid(kw), nargs=len(args))
+            return launch
+
+    monkeypatch.setattr(K, "_attn_fwd_kernel", Recorder())
+    q = torch.randn(2, 3, 70, 40, device=DEVICE, dtype=torch.float16)
+    k = torch.randn(2, 1, 90, 40, device=DEVICE, dtype=torch.float16)
+    from fastattn.backends.triton_attention import _attn_fwd_triton
+    out = torch.empty(2, 3, 70, 40, device=DEVICE, dtype=torch.float16)
+    _attn_fwd_triton(normalize_attention(q, k, k, enable_gqa=True), out,
+                     config={"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1})
+    assert seen["enable_fp_fusion"] is True
+    assert seen["grid"] == (3 * 2 * 3,) and seen["HEAD_DIM"] == 40 and seen["BLOCK_D"] == 64

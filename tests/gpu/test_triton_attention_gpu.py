@@ -34,14 +34,16 @@ HEAD_DIMS = [8, 32, 40, 64, 80, 96, 128, 256]
 DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 
 
-def _candidate_configs(E: int, Ev: int, dtype: str):
-    """The configs the autotuner may pick on this GPU for this head dim (its list, after the prune)."""
+def _candidate_configs(E: int, Ev: int, dtype: str, mask: str = "none"):
+    """The configs the autotuner may pick on this GPU for this head dim and mask (its list, after the
+    prune)."""
     from fastattn.kernels import attention as K
     cap = torch.cuda.get_device_capability()
     _, smem = K._device_limits(torch.device("cuda", torch.cuda.current_device()))
     bd, bdv = max(16, triton_next_pow2(E)), max(16, triton_next_pow2(Ev))
+    dense = 1 if mask.startswith("dense_bool") else 2 if mask.startswith("dense_") else 0
     ok = [c for c in K.configs_for(cap)
-          if K.keep(c, cap, bd) and K.config_fits(c, bd, bdv, DTYPE_BYTES[dtype], smem)]
+          if K.keep(c, cap, bd) and K.config_fits(c, bd, bdv, DTYPE_BYTES[dtype], smem, dense, "key_mask" in mask)]
     return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in ok]
 
 
@@ -65,7 +67,7 @@ def _matrix():
 @pytest.mark.parametrize("c", _matrix(), ids=lambda c: c.name)
 def test_matrix_gpu(c):
     """Each case on one of the configs the autotuner may pick (rotating through the pruned list)."""
-    cand = _candidate_configs(c.E, c.Ev or c.E, c.dtype)
+    cand = _candidate_configs(c.E, c.Ev or c.E, c.dtype, c.mask)
     pick = cand[cases.zlib.crc32(c.name.encode()) % len(cand)]
     run_case(dataclasses.replace(c, config=pick))
 
@@ -74,7 +76,7 @@ def test_matrix_gpu(c):
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_every_candidate_config(E, dtype):
     """Every config left after the prune compiles and is exact (causal bottom-right + key mask)."""
-    for cfg in _candidate_configs(E, E, dtype):
+    for cfg in _candidate_configs(E, E, dtype, "key_mask+causal_br"):
         run_case(Case(2, 4, 2, 300, 517, E, dtype, "key_mask+causal_br", config=cfg))
 
 

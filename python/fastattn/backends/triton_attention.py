@@ -120,7 +120,10 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None) -> t
     meta = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=max(16, _next_pow2(E)), BLOCK_DV=max(16, _next_pow2(Ev)),
                 IS_CAUSAL=m.causal is not None, HAS_KEY_LENS=m.key_lengths is not None,
                 HAS_KEY_MASK=m.key_mask is not None, DENSE_MODE=dense_mode, FAST_SCALE=fast_scale,
-                DOT_UPCAST=dot_upcast, INPUT_PRECISION=precision)
+                DOT_UPCAST=dot_upcast, INPUT_PRECISION=precision,
+                # the exp2 argument is one FMA (qk * qk_scale - m): keep fusion on whatever the Triton
+                # default (3.10 turns TRITON_DEFAULT_FP_FUSION off by default); the interpreter ignores it
+                enable_fp_fusion=True)
 
     def grid(meta_):
         return (triton_cdiv(Lq, meta_["BLOCK_M"]) * B * Hq,)
@@ -129,14 +132,29 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None) -> t
         c = K.CONFIG_INTERPRET
         config = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
     if q.device.type == "cuda":
-        with torch.cuda.device(q.device):
-            if config is not None:
-                K._attn_fwd_kernel[grid](*args, **meta, **config)
-            else:
-                K.autotuned_kernel(torch.cuda.get_device_capability(q.device))[grid](*args, **meta)
+        kern = K._attn_fwd_kernel if config is not None else K.autotuned_kernel(_capability(q.device))
+        config = config or {}
+        idx = q.device.index
+        if idx is None or idx == torch.cuda.current_device():
+            kern[grid](*args, **meta, **config)
+        else:  # Triton launches on the current device's stream
+            with torch.cuda.device(q.device):
+                kern[grid](*args, **meta, **config)
     else:
         K._attn_fwd_kernel[grid](*args, **meta, **config)
     return lse
+
+
+_CAPS = {}
+
+
+def _capability(device: torch.device):
+    """``torch.cuda.get_device_capability``, cached per device index (it is asked on every launch)."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    cap = _CAPS.get(idx)
+    if cap is None:
+        cap = _CAPS[idx] = torch.cuda.get_device_capability(idx)
+    return cap
 
 
 def triton_cdiv(a: int, b: int) -> int:
