@@ -46,6 +46,11 @@ def info_text() -> str:
         bi = mod.build_info()
         lines.append(f"extension fastattn._C: built with CUDA {bi['cuda_version']} for {bi['archs']}; "
                      f"runtime: {mod.runtime_status()}")
+    blas, why_blas = _ext.load_ext("_C_blas")
+    if blas is None:
+        lines.append(f"extension fastattn._C_blas (cuBLASLt): {why_blas}")
+    else:
+        lines.append("extension fastattn._C_blas (cuBLASLt): built")
     lines.append("")
     lines.append(f"{'backend':8} {'op':10} status")
     for name in PRIORITY:

@@ -96,3 +96,22 @@ def device_reasons(inp_device: torch.device, *, interpret_ok: bool) -> List[str]
         return []
     extra = " (or CPU tensors with TRITON_INTERPRET=1)" if interpret_ok else ""
     return [f"tensors are on {inp_device}; this backend needs CUDA tensors{extra}"]
+
+
+def triton_runtime_reason() -> Optional[str]:
+    """Why Triton kernels cannot run on this machine, or ``None``: Triton importable, and a CUDA GPU of
+    compute capability >= 8.0 visible, or ``TRITON_INTERPRET=1`` (CPU tensors, how CI tests)."""
+    import os
+    try:
+        import triton  # noqa: F401
+    except ImportError as e:
+        return f"triton is not installed ({e}); pip install triton (Linux)"
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return None
+    if not torch.cuda.is_available():
+        return ("no CUDA device visible (torch.cuda.is_available() is False); set TRITON_INTERPRET=1 "
+                "to run the Triton kernels on CPU tensors")
+    caps = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+    if not any(c >= (8, 0) for c in caps):
+        return f"needs a GPU of compute capability >= 8.0 (sm_80); visible: {caps}"
+    return None

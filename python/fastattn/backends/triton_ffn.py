@@ -20,7 +20,7 @@ from typing import List, Optional
 
 import torch
 
-from .base import KernelBackend, device_reasons
+from .base import triton_runtime_reason, KernelBackend, device_reasons
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 #: activation name -> the kernel's ACTIVATION constexpr (kernels/ffn.py ACT_*)
@@ -30,10 +30,9 @@ GELU_ACTIVATION = {"none": "gelu_erf", "tanh": "gelu_tanh"}
 
 
 def _triton_reason() -> Optional[str]:
-    try:
-        import triton  # noqa: F401
-    except ImportError as e:
-        return f"triton is not installed ({e}); pip install triton (Linux)"
+    why = triton_runtime_reason()
+    if why is not None:
+        return why
     try:
         from fastattn.kernels import ffn, layernorm  # noqa: F401
     except Exception as e:  # noqa: BLE001 - a broken kernel module must become a reason
