@@ -374,6 +374,17 @@ def test_cublaslt_extension_importable_or_clear_reason():
         blas.gemm(**{**args, "epilogue": 2})
     with pytest.raises(ValueError, match="weight strides"):
         blas.gemm(**{**args, "stride_wn": 16, "stride_wk": 2})
+    # the metadata-only heuristic query behind not_supported_reasons: same argument checks, then the device
+    chk = dict(M=4, N=8, K=8, dtype=0, stride_xm=8, stride_xk=1, stride_wn=8, stride_wk=1, has_bias=True,
+               has_residual=False, stride_rm=0, stride_ym=8, epilogue=1, workspace_bytes=1 << 20, device=0,
+               align_x=16, align_w=16, align_bias=16, align_residual=16, align_y=256)
+    with pytest.raises(RuntimeError, match="no usable CUDA device"):
+        blas.check(**chk)
+    with pytest.raises(ValueError, match="alignments must be powers of two"):
+        blas.check(**{**chk, "align_x": 3})
+    with pytest.raises(ValueError, match="residual cannot follow the GELU"):
+        blas.check(**{**chk, "has_residual": True})
+    assert cuda_ffn._alignment(0) == 256 and cuda_ffn._alignment(4096 + 2) == 2 and cuda_ffn._alignment(48) == 16
 
 
 def test_cuda_backend_reports_why_not_here():

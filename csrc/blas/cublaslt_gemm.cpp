@@ -18,7 +18,10 @@
 //
 // No TF32: fp32 GEMMs use CUBLAS_COMPUTE_32F (CUBLAS_COMPUTE_32F_FAST_TF32 is never requested).
 // The workspace is a caller-owned device buffer (torch allocation, cached per device and stream).
-// The chosen algorithm is cached per (problem, layouts, epilogue, alignments, device).
+// Split-K partial sums are reduced in fp32 only (REDUCTION_SCHEME_NONE | COMPUTE_TYPE).
+// The chosen algorithm is cached per (problem, layouts, epilogue, operand alignments up to 256 bytes,
+// workspace size, device); check() asks the same heuristic from metadata so the Python backend can turn
+// "no algorithm" into a dispatch reason instead of a launch-time error.
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -93,13 +96,29 @@ cudaDataType_t cuda_dtype(int code) {
                               std::to_string(code));
 }
 
-// Byte alignment of a pointer, capped at 16 (the most any cuBLASLt kernel asks for): part of the algorithm
-// cache key, so that an algorithm chosen for aligned operands is never reused on misaligned ones.
-int alignment(std::uintptr_t p) {
-  int a = 1;
-  while (a < 16 && p % (2 * a) == 0) a *= 2;
+// Byte alignment of a pointer, capped at 256 (cuBLASLt's default MIN_ALIGNMENT preference): part of the
+// algorithm cache key and passed as the MIN_ALIGNMENT_*_BYTES preferences, so that an algorithm chosen for
+// aligned operands is never reused on less aligned ones (and aligned operands are not limited to the
+// algorithms a 16-byte cap would leave).
+uint32_t alignment(std::uintptr_t p) {
+  uint32_t a = 1;
+  while (a < 256 && p % (2 * a) == 0) a *= 2;
   return a;
 }
+
+// Restores the caller's current device on scope exit (the Python side already enters the tensor's device;
+// this keeps a direct call from leaving the process on another device).
+struct DeviceGuard {
+  int prev = -1;
+  explicit DeviceGuard(int dev) {
+    BLAS_CUDA_CHECK(cudaGetDevice(&prev));
+    if (prev != dev) BLAS_CUDA_CHECK(cudaSetDevice(dev));
+    else prev = -1;
+  }
+  ~DeviceGuard() {
+    if (prev >= 0) cudaSetDevice(prev);
+  }
+};
 
 struct Handles {
   std::mutex mu;
@@ -154,17 +173,40 @@ struct Desc {
   }
 };
 
-// epilogue codes (fastattn.backends.cuda_ffn.EPILOGUES): 0 none (bias if given), 1 tanh GELU (after bias)
-void gemm(int64_t M, int64_t N, int64_t K, int dtype, std::uintptr_t x, int64_t sxm, int64_t sxk,
-          std::uintptr_t w, int64_t swn, int64_t swk, std::uintptr_t bias, std::uintptr_t residual, int64_t srm,
-          std::uintptr_t y, int64_t sym, int epilogue, std::uintptr_t workspace, int64_t workspace_bytes,
-          int device, std::uintptr_t stream) {
+// epilogue codes (fastattn.backends.cuda_ffn EPI_*): 0 none (bias if given), 1 tanh GELU (after bias)
+//
+// One GEMM problem as cuBLASLt sees it: y^T (N x M) = op(A = w) . op(B = x^T) [+ C = residual^T].
+struct Problem {
+  int64_t M, N, K;
+  int dtype;
+  cudaDataType_t dt;
+  cublasOperation_t ta, tb;
+  uint64_t a_rows, a_cols, b_rows, b_cols;
+  int64_t lda, ldb, ldc, ldd;
+  cublasLtEpilogue_t epi;
+  bool has_bias, has_residual;
+  int64_t workspace_bytes;
+  int device;
+};
+
+// Validate sizes/strides (ValueError naming the argument) and derive the column-major problem.
+Problem make_problem(int64_t M, int64_t N, int64_t K, int dtype, int64_t sxm, int64_t sxk, int64_t swn, int64_t swk,
+                     bool has_bias, bool has_residual, int64_t srm, int64_t sym, int epilogue, int64_t workspace_bytes,
+                     int device) {
   BLAS_CHECK_ARG(M >= 0 && N >= 0 && K >= 0, "gemm: sizes must be >= 0, got M=" << M << ", N=" << N << ", K=" << K);
   BLAS_CHECK_ARG(epilogue == 0 || epilogue == 1,
                  "gemm: epilogue must be 0 (none/bias) or 1 (tanh GELU; cuBLASLt has no exact-erf GELU), got "
                      << epilogue);
-  BLAS_CHECK_ARG(epilogue == 0 || residual == 0, "gemm: a residual cannot follow the GELU epilogue");
+  BLAS_CHECK_ARG(epilogue == 0 || !has_residual, "gemm: a residual cannot follow the GELU epilogue");
   BLAS_CHECK_ARG(K > 0, "gemm: K (in_features) must be > 0");
+  BLAS_CHECK_ARG(workspace_bytes >= 0, "gemm: workspace_bytes must be >= 0");
+  BLAS_CHECK_ARG(device >= 0, "gemm: device must be a CUDA device index >= 0, got " << device);
+  Problem p{};
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.dtype = dtype;
+  p.dt = cuda_dtype(dtype);
   // a size-1 dim may carry any stride: give it the unit stride so the layout rules below apply
   if (K == 1) {
     swk = 1;
@@ -176,108 +218,160 @@ void gemm(int64_t M, int64_t N, int64_t K, int dtype, std::uintptr_t x, int64_t 
                  "gemm: weight strides (" << swn << ", " << swk << ") need a unit stride on one dim");
   BLAS_CHECK_ARG(sxk == 1 || sxm == 1, "gemm: x strides (" << sxm << ", " << sxk << ") need a unit stride on one dim");
   BLAS_CHECK_ARG(M <= 1 || sym >= N, "gemm: y row stride " << sym << " must be >= N=" << N);
-  BLAS_CHECK_ARG(residual == 0 || M <= 1 || srm >= N, "gemm: residual row stride " << srm << " must be >= N=" << N);
-  BLAS_CHECK_ARG(workspace_bytes >= 0, "gemm: workspace_bytes must be >= 0");
-  const cudaDataType_t dt = cuda_dtype(dtype);
-  require_device();
-  if (M == 0 || N == 0) return;
-  int cur = -1;
-  BLAS_CUDA_CHECK(cudaGetDevice(&cur));
-  if (cur != device) BLAS_CUDA_CHECK(cudaSetDevice(device));
-  cublasLtHandle_t handle = handles().get(device);
-
+  BLAS_CHECK_ARG(!has_residual || M <= 1 || srm >= N,
+                 "gemm: residual row stride " << srm << " must be >= N=" << N);
   // A = w, an N x K operand
-  cublasOperation_t ta;
-  uint64_t a_rows, a_cols;
-  int64_t lda;
   if (swk == 1) {  // row-major (N, K) (nn.Linear): stored as a K x N column-major matrix, transposed
-    ta = CUBLAS_OP_T; a_rows = K; a_cols = N; lda = swn;
-  } else {  // column-major (N, K) (Conv1D weight .t())
-    ta = CUBLAS_OP_N; a_rows = N; a_cols = K; lda = swk;
+    p.ta = CUBLAS_OP_T; p.a_rows = K; p.a_cols = N; p.lda = swn;
+  } else {  // column-major (N, K) (Conv1D weight .t(), strides (1, N))
+    p.ta = CUBLAS_OP_N; p.a_rows = N; p.a_cols = K; p.lda = swk;
   }
-  if (lda < static_cast<int64_t>(a_rows)) {  // fine for a single column; otherwise columns would overlap
-    BLAS_CHECK_ARG(a_cols == 1, "gemm: weight strides (" << swn << ", " << swk << ") overlap (leading stride "
-                                    << lda << " < " << a_rows << "); pass a weight with distinct elements");
-    lda = a_rows;
+  if (p.lda < static_cast<int64_t>(p.a_rows)) {  // fine for a single column; otherwise columns would overlap
+    BLAS_CHECK_ARG(p.a_cols == 1, "gemm: weight strides (" << swn << ", " << swk << ") overlap (leading stride "
+                                      << p.lda << " < " << p.a_rows << "); pass a weight with distinct elements");
+    p.lda = p.a_rows;
   }
   // B = x^T, a K x M operand
-  cublasOperation_t tb;
-  uint64_t b_rows, b_cols;
-  int64_t ldb;
   if (sxk == 1) {  // row-major x: x^T is K x M column-major
-    tb = CUBLAS_OP_N; b_rows = K; b_cols = M; ldb = sxm;
+    p.tb = CUBLAS_OP_N; p.b_rows = K; p.b_cols = M; p.ldb = sxm;
   } else {  // column-major x: stored M x K column-major, transposed
-    tb = CUBLAS_OP_T; b_rows = M; b_cols = K; ldb = sxk;
+    p.tb = CUBLAS_OP_T; p.b_rows = M; p.b_cols = K; p.ldb = sxk;
   }
-  if (ldb < static_cast<int64_t>(b_rows)) {
-    BLAS_CHECK_ARG(b_cols == 1, "gemm: x strides (" << sxm << ", " << sxk << ") overlap (leading stride " << ldb
-                                    << " < " << b_rows << ")");
-    ldb = b_rows;
+  if (p.ldb < static_cast<int64_t>(p.b_rows)) {
+    BLAS_CHECK_ARG(p.b_cols == 1, "gemm: x strides (" << sxm << ", " << sxk << ") overlap (leading stride " << p.ldb
+                                      << " < " << p.b_rows << ")");
+    p.ldb = p.b_rows;
   }
-  const int64_t ldd = M > 1 ? sym : N;
-  const int64_t ldc = residual ? (M > 1 ? srm : N) : ldd;
+  // D = y^T (N x M, ld = y's row stride); the bias (length N) runs along D's rows, as cuBLASLt requires
+  p.ldd = M > 1 ? sym : N;
+  p.ldc = has_residual ? (M > 1 ? srm : N) : p.ldd;
+  if (epilogue == 1) p.epi = has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+  else p.epi = has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  p.has_bias = has_bias;
+  p.has_residual = has_residual;
+  p.workspace_bytes = workspace_bytes;
+  p.device = device;
+  return p;
+}
 
-  Desc desc;
-  const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;  // also for fp32 inputs: no TF32
-  LT_CHECK(cublasLtMatmulDescCreate(&desc.op, compute, CUDA_R_32F));
-  LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-  LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  cublasLtEpilogue_t epi;
-  if (epilogue == 1) epi = bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
-  else epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-  LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-  if (bias) {
+// Build the descriptors of `p` into `desc`. `bias` is the bias pointer (0 = none); the heuristic never
+// dereferences it but reads its alignment from its value (cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER).
+void build_desc(const Problem& p, std::uintptr_t bias, Desc& desc) {
+  // fp16/bf16/fp32 all accumulate in fp32 with fp32 alpha/beta (host pointer mode, the default);
+  // CUBLAS_COMPUTE_32F also for fp32 inputs: no TF32
+  LT_CHECK(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &p.ta, sizeof(p.ta)));
+  LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &p.tb, sizeof(p.tb)));
+  LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &p.epi, sizeof(p.epi)));
+  if (p.has_bias) {
     const void* bp = reinterpret_cast<const void*>(bias);
     LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &dt, sizeof(dt)));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &p.dt, sizeof(p.dt)));
   }
-  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.a, dt, a_rows, a_cols, lda));
-  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.b, dt, b_rows, b_cols, ldb));
-  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.c, dt, N, M, ldc));
-  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.d, dt, N, M, ldd));
+  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.a, p.dt, p.a_rows, p.a_cols, p.lda));
+  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.b, p.dt, p.b_rows, p.b_cols, p.ldb));
+  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.c, p.dt, p.N, p.M, p.ldc));
+  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.d, p.dt, p.N, p.M, p.ldd));
+}
 
-  const std::uintptr_t cptr = residual ? residual : y;
-  Key key{{M, N, K, dtype, ta, tb, lda, ldb, ldc, ldd, epi, residual != 0, alignment(x), alignment(w),
-           alignment(cptr), alignment(y), bias ? alignment(bias) : 0, workspace_bytes, device, 0}};
-  cublasLtMatmulAlgo_t algo;
-  bool found = false;
+// The cached algorithm for `p` at these operand alignments (bytes, <= 256), or false with `why` set.
+// Caller holds the device (DeviceGuard) and has built `desc`.
+bool find_algo(const Problem& p, uint32_t al_x, uint32_t al_w, uint32_t al_c, uint32_t al_y, uint32_t al_bias,
+               cublasLtHandle_t handle, Desc& desc, cublasLtMatmulAlgo_t* algo, std::string* why) {
+  Key key{{p.M, p.N, p.K, p.dtype, p.ta, p.tb, p.lda, p.ldb, p.ldc, p.ldd, p.epi, p.has_residual, al_x, al_w, al_c,
+           al_y, p.has_bias ? al_bias : 0, p.workspace_bytes, p.device, 0}};
   {
     std::lock_guard<std::mutex> g(algo_cache().mu);
     auto it = algo_cache().map.find(key);
     if (it != algo_cache().map.end()) {
-      algo = it->second;
-      found = true;
+      *algo = it->second;
+      return true;
     }
   }
-  if (!found) {
-    LT_CHECK(cublasLtMatmulPreferenceCreate(&desc.pref));
-    uint64_t ws = static_cast<uint64_t>(workspace_bytes);
-    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-    uint32_t al[4] = {static_cast<uint32_t>(alignment(w)), static_cast<uint32_t>(alignment(x)),
-                      static_cast<uint32_t>(alignment(cptr)), static_cast<uint32_t>(alignment(y))};
-    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], 4));
-    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], 4));
-    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], 4));
-    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], 4));
-    cublasLtMatmulHeuristicResult_t res;
-    int n = 0;
-    LT_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, desc.op, desc.a, desc.b, desc.c, desc.d, desc.pref, 1, &res, &n));
-    if (n == 0) {
-      std::ostringstream os;
-      os << "fastattn._C_blas: cuBLASLt has no algorithm for M=" << M << " N=" << N << " K=" << K
-         << " dtype code " << dtype << " epilogue " << static_cast<int>(epi) << " (alignments x=" << alignment(x)
-         << " w=" << alignment(w) << " y=" << alignment(y) << " bytes)";
-      throw std::runtime_error(os.str());
-    }
-    algo = res.algo;
-    std::lock_guard<std::mutex> g(algo_cache().mu);
-    algo_cache().map.emplace(key, algo);
+  LT_CHECK(cublasLtMatmulPreferenceCreate(&desc.pref));
+  uint64_t ws = static_cast<uint64_t>(p.workspace_bytes);
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  // Split-K partial sums only in fp32 (the compute type): INPLACE and OUTPUT_TYPE add the parts up in the
+  // output type (fp16/bf16), an extra rounding per split that eager PyTorch avoids when reduced-precision
+  // reduction is disallowed (cuBLAS docs, cublasLtReductionScheme_t). COMPUTE_TYPE is also deterministic.
+  uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red,
+                                                sizeof(red)));
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_w, 4));
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_x, 4));
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, 4));
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_y, 4));
+  cublasLtMatmulHeuristicResult_t res;
+  std::memset(&res, 0, sizeof(res));
+  int n = 0;
+  cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(handle, desc.op, desc.a, desc.b, desc.c, desc.d, desc.pref, 1, &res, &n);
+  if (st != CUBLAS_STATUS_SUCCESS || n == 0 || res.state != CUBLAS_STATUS_SUCCESS) {
+    std::ostringstream os;
+    os << "cuBLASLt has no algorithm for M=" << p.M << " N=" << p.N << " K=" << p.K << " dtype code " << p.dtype
+       << " epilogue " << static_cast<int>(p.epi) << (p.has_residual ? " with a residual" : "")
+       << " (operand alignments x=" << al_x << " w=" << al_w << " y=" << al_y << " bias=" << al_bias
+       << " bytes, leading dims w=" << p.lda << " x=" << p.ldb << " y=" << p.ldd << ")";
+    if (st != CUBLAS_STATUS_SUCCESS) os << ": " << cublasLtGetStatusName(st);
+    *why = os.str();
+    return false;
   }
+  *algo = res.algo;
+  std::lock_guard<std::mutex> g(algo_cache().mu);
+  algo_cache().map.emplace(key, *algo);
+  return true;
+}
+
+void gemm(int64_t M, int64_t N, int64_t K, int dtype, std::uintptr_t x, int64_t sxm, int64_t sxk,
+          std::uintptr_t w, int64_t swn, int64_t swk, std::uintptr_t bias, std::uintptr_t residual, int64_t srm,
+          std::uintptr_t y, int64_t sym, int epilogue, std::uintptr_t workspace, int64_t workspace_bytes,
+          int device, std::uintptr_t stream) {
+  const Problem p = make_problem(M, N, K, dtype, sxm, sxk, swn, swk, bias != 0, residual != 0, srm, sym, epilogue,
+                                 workspace_bytes, device);
+  require_device();
+  if (M == 0 || N == 0) return;
+  DeviceGuard guard(device);
+  cublasLtHandle_t handle = handles().get(device);
+  Desc desc;
+  build_desc(p, bias, desc);
+  const std::uintptr_t cptr = residual ? residual : y;
+  cublasLtMatmulAlgo_t algo;
+  std::string why;
+  if (!find_algo(p, alignment(x), alignment(w), alignment(cptr), alignment(y), bias ? alignment(bias) : 0, handle,
+                 desc, &algo, &why))
+    throw std::runtime_error("fastattn._C_blas: " + why);
   const float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
   LT_CHECK(cublasLtMatmul(handle, desc.op, &alpha, reinterpret_cast<const void*>(w), desc.a,
                           reinterpret_cast<const void*>(x), desc.b, &beta, reinterpret_cast<const void*>(cptr),
                           desc.c, reinterpret_cast<void*>(y), desc.d, &algo, reinterpret_cast<void*>(workspace),
                           static_cast<size_t>(workspace_bytes), reinterpret_cast<cudaStream_t>(stream)));
+}
+
+// Metadata-only twin of gemm() for not_supported_reasons: runs (and caches) the heuristic for the operand
+// alignments given in bytes (what alignment() gives for the real pointers) and returns "" or the reason.
+std::string check(int64_t M, int64_t N, int64_t K, int dtype, int64_t sxm, int64_t sxk, int64_t swn, int64_t swk,
+                  bool has_bias, bool has_residual, int64_t srm, int64_t sym, int epilogue, int64_t workspace_bytes,
+                  int device, int64_t align_x, int64_t align_w, int64_t align_bias, int64_t align_residual,
+                  int64_t align_y) {
+  const Problem p = make_problem(M, N, K, dtype, sxm, sxk, swn, swk, has_bias, has_residual, srm, sym, epilogue,
+                                 workspace_bytes, device);
+  for (int64_t a : {align_x, align_w, align_bias, align_residual, align_y})
+    BLAS_CHECK_ARG(a >= 1 && a <= 256 && (a & (a - 1)) == 0, "check: alignments must be powers of two in 1..256");
+  require_device();
+  if (M == 0 || N == 0) return "";
+  DeviceGuard guard(device);
+  cublasLtHandle_t handle = handles().get(device);
+  Desc desc;
+  // a stand-in bias pointer with exactly the given alignment (never dereferenced by the heuristic)
+  const std::uintptr_t fake_bias = has_bias ? static_cast<std::uintptr_t>(align_bias) : 0;
+  build_desc(p, fake_bias, desc);
+  const uint32_t al_c = static_cast<uint32_t>(has_residual ? align_residual : align_y);
+  cublasLtMatmulAlgo_t algo;
+  std::string why;
+  if (!find_algo(p, static_cast<uint32_t>(align_x), static_cast<uint32_t>(align_w), al_c,
+                 static_cast<uint32_t>(align_y), static_cast<uint32_t>(align_bias), handle, desc, &algo, &why))
+    return why;
+  return "";
 }
 
 std::string version() {
@@ -307,4 +401,10 @@ PYBIND11_MODULE(_C_blas, m) {
         "y (M, N) = epi(x (M, K) @ w (N, K)^T + bias) + residual, row-major y/residual with unit column "
         "stride; epilogue 0 = none/bias, 1 = tanh GELU (cuBLASLt GELU_BIAS). Pointers 0 = absent. "
         "dtype 0 fp16, 1 bf16, 2 fp32 (fp32 computed without TF32). Launched on `stream`.");
+  m.def("check", &check, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("dtype"), py::arg("stride_xm"),
+        py::arg("stride_xk"), py::arg("stride_wn"), py::arg("stride_wk"), py::arg("has_bias"), py::arg("has_residual"),
+        py::arg("stride_rm"), py::arg("stride_ym"), py::arg("epilogue"), py::arg("workspace_bytes"), py::arg("device"),
+        py::arg("align_x"), py::arg("align_w"), py::arg("align_bias"), py::arg("align_residual"), py::arg("align_y"),
+        "'' when cuBLASLt has an algorithm for this gemm() problem at these operand alignments (bytes, powers of "
+        "two <= 256), else the reason. Metadata only (no pointers); the choice is cached for gemm().");
 }

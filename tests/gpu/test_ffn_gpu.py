@@ -221,3 +221,164 @@ def test_auto_dispatch_prefers_cuda_then_triton():
     chosen = ffn_blocks.select("linear_act", inp)
     expected = "cuda" if cuda_ffn.unavailable_reason() is None else "triton"
     assert chosen.name == expected, ffn_blocks.explain("linear_act", inp)
+
+
+# ------------------------------------------------------------------ review regressions (cuda backend)
+def _C_or_skip():
+    from fastattn._ext import load_ext
+    why = cuda_ffn.layernorm_unavailable_reason()
+    if why:
+        pytest.skip(why)
+    return load_ext("_C")[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("N", [64, 37])  # 64: 16-byte vector path; 37: scalar path
+@pytest.mark.parametrize("act", ["gelu_tanh", "gelu_erf"])
+def test_bias_act_gelu_is_full_precision_under_fast_math(act, N, dtype):
+    """_C is built with --use_fast_math, under which nvcc 13 turns tanhf into tanh.approx.f32 (~5e-4
+    error, as large as the erf/tanh gap). Both GELUs of the bias_act kernel must stay at fp32 accuracy."""
+    C = _C_or_skip()
+    g = _gen("bias_act", act, N, dtype)
+    M = 257
+    x = (torch.rand(M, N, generator=g) * 24 - 12)
+    x[0, :8] = torch.tensor([2.7, -2.7, 0.0, 1e-3, -1e-3, 30.0, -30.0, 5.0])
+    b = torch.randn(N, generator=g)
+    y = x.to(dtype).cuda()
+    bias = b.to(dtype).cuda()
+    ref = F.gelu(y.double() + bias.double(), approximate="tanh" if act == "gelu_tanh" else "none")
+    C.bias_act(y.data_ptr(), bias.data_ptr(), M, N, y.stride(0), cuda_ffn.DTYPE_CODES[dtype],
+               cuda_ffn.ACT_CODES[act], torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    err = (y.double() - ref).abs()
+    if dtype == torch.float32:
+        # torch's own fp32 GELU is within ~5e-7 here; tanh.approx would give ~1e-4..6e-4
+        assert float((err / ref.abs().clamp_min(1.0)).max()) < 3e-6, float(err.max())
+    else:
+        naive = F.gelu(x.to(dtype).cuda() + bias, approximate="tanh" if act == "gelu_tanh" else "none")
+        assert_close(y, ref, naive, dtype, f"bias_act-{act}-{dtype}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=lambda d: str(d)[6:])
+def test_misaligned_and_odd_operands_are_correct_or_a_reason(dtype):
+    """Pointers off 16-byte alignment (x[:, 1:]), odd leading dims (341, 4231), a bias slice at an odd
+    offset: cuBLASLt's heuristic is asked up front (_C_blas.check); the cuda backend either runs them
+    correctly or refuses with a reason (ValueError when forced), and auto dispatch still gives the right
+    result. Never a launch-time RuntimeError."""
+    if cuda_ffn.unavailable_reason():
+        pytest.skip(cuda_ffn.unavailable_reason())
+    g = _gen("misaligned", dtype)
+    T, d_in, d_out = 300, 341, 4231
+    xb = torch.randn(T, d_in + 1, generator=g).to(dtype).cuda()
+    wb = (torch.randn(d_out, d_in + 1, generator=g) * d_in ** -0.5).to(dtype).cuda()
+    bb = torch.randn(d_out + 1, generator=g).to(dtype).cuda()
+    x, w, b = xb[:, 1:], wb[:, 1:], bb[1:]
+    assert x.data_ptr() % 16 != 0 and b.data_ptr() % 16 != 0
+    for approximate in ("none", "tanh"):
+        ref = F.gelu(F.linear(x.double(), w.double(), b.double()), approximate=approximate)
+        naive = F.gelu(F.linear(x, w, b), approximate=approximate)
+        inp = ffn_ops._linear_inputs(x, w, b, None, "gelu_erf" if approximate == "none" else "gelu_tanh")
+        reasons = ffn_blocks.explain("linear_act", inp).get("cuda", [])
+        print("cuda reasons:", reasons)
+        if reasons:
+            assert any("cuBLASLt" in r for r in reasons), reasons
+            with pytest.raises(ValueError, match="cuBLASLt"):
+                ffn_ops.linear_gelu(x, w, b, approximate=approximate, backend="cuda")
+        else:
+            out = ffn_ops.linear_gelu(x, w, b, approximate=approximate, backend="cuda")
+            assert_close(out, ref, naive, dtype, f"misaligned-cuda-{approximate}")
+        out = ffn_ops.linear_gelu(x, w, b, approximate=approximate)  # auto
+        assert_close(out, ref, naive, dtype, f"misaligned-auto-{approximate}")
+    # aligned 341 -> 4231 (odd leading dims only) is expected to have an algorithm
+    blas, _ = cuda_ffn._blas()
+    xa = torch.randn(T, d_in, generator=g).to(dtype).cuda()
+    wa = (torch.randn(d_out, d_in, generator=g) * d_in ** -0.5).to(dtype).cuda()
+    assert cuda_ffn.gemm_reason(xa, wa, None, None, "gelu_erf") is None
+    assert cuda_ffn.gemm_reason(xa, wa.t().contiguous().t(), None, None, "gelu_tanh") is None
+
+
+@pytest.mark.parametrize("layout", ["row_padded", "column_major"])
+def test_cuda_linear_reads_strided_x(layout):
+    """x with a padded row stride (ld > K) and a column-major x (x.t() of a (K, T) tensor): the B operand's
+    transb / ldb; plus a Conv1D .t() weight (strides (1, out))."""
+    if cuda_ffn.unavailable_reason():
+        pytest.skip(cuda_ffn.unavailable_reason())
+    g = _gen("strided_x", layout)
+    T, d_in, d_out = 129, 256, 768
+    if layout == "row_padded":
+        x = torch.randn(T, d_in + 64, generator=g).half().cuda()[:, :d_in]
+    else:
+        x = torch.randn(d_in, T, generator=g).half().cuda().t()
+    w = (torch.randn(d_in, d_out, generator=g) * d_in ** -0.5).half().cuda().t()  # Conv1D (in, out) -> .t()
+    b = torch.randn(d_out, generator=g).half().cuda()
+    res = torch.randn(T, d_out, generator=g).half().cuda()
+    out = ffn_ops.linear_residual(x, w, b, res, backend="cuda")
+    ref = F.linear(x.double(), w.double(), b.double()) + res.double()
+    assert_close(out, ref, F.linear(x, w, b) + res, torch.float16, f"strided-x-{layout}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+def test_small_m_large_k_split_k_is_accurate_and_deterministic(dtype):
+    """Decode-like M with a long K is where cuBLASLt picks split-K; the partial sums must be reduced in
+    fp32 (REDUCTION_SCHEME_NONE | COMPUTE_TYPE only), never in fp16/bf16, and the result is deterministic."""
+    if cuda_ffn.unavailable_reason():
+        pytest.skip(cuda_ffn.unavailable_reason())
+    for T in (1, 4, 8):
+        g = _gen("splitk", T, dtype)
+        K, N = 16384, 1024
+        h = torch.randn(T, K, generator=g).to(dtype).cuda()
+        w = (torch.randn(N, K, generator=g) * K ** -0.5).to(dtype).cuda()
+        b = torch.randn(N, generator=g).to(dtype).cuda()
+        res = torch.randn(T, N, generator=g).to(dtype).cuda()
+        outs = [ffn_ops.linear_residual(h, w, b, res, backend="cuda") for _ in range(3)]
+        ref = F.linear(h.double(), w.double(), b.double()) + res.double()
+        # naive with fp32 accumulation and one rounding: the bar the fp32 split-K reduction must meet
+        naive = (F.linear(h.float(), w.float(), b.float()) + res.float()).to(dtype)
+        assert_close(outs[0], ref, naive, dtype, f"splitk-t{T}")
+        for o in outs[1:]:
+            assert torch.equal(o, outs[0])
+
+
+def test_cuda_gemm_restores_the_current_device():
+    """_C_blas.gemm switches to the tensors' device when needed and must switch back."""
+    if cuda_ffn.unavailable_reason():
+        pytest.skip(cuda_ffn.unavailable_reason())
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs")
+    blas, _ = cuda_ffn._blas()
+    dev = torch.device("cuda", 1)
+    x = torch.randn(64, 128, device=dev, dtype=torch.float16)
+    w = torch.randn(256, 128, device=dev, dtype=torch.float16)
+    y = torch.empty(64, 256, device=dev, dtype=torch.float16)
+    stream = torch.cuda.current_stream(dev).cuda_stream
+    ws = cuda_ffn._workspace(dev, stream)
+    torch.cuda.set_device(0)
+    blas.gemm(64, 256, 128, 0, x.data_ptr(), 128, 1, w.data_ptr(), 128, 1, 0, 0, 0, y.data_ptr(), 256, 0,
+              ws.data_ptr(), ws.numel(), 1, stream)
+    assert torch.cuda.current_device() == 0
+    torch.cuda.synchronize(dev)
+    torch.testing.assert_close(y.float(), x.float() @ w.float().t(), rtol=2e-3, atol=2e-2)
+    # and through the public API with a tensor on the non-current device
+    out = ffn_ops.linear_residual(x, w, None, None, backend="cuda")
+    assert out.device == dev and torch.cuda.current_device() == 0
+
+
+@pytest.mark.parametrize("N", [1, 31, 8192, 8193, 16384])
+def test_cuda_residual_layernorm_edges(N):
+    """Row widths around the register cache (8 values x 1024 threads = 8192), N=1, padded row strides,
+    no weight/bias, no residual."""
+    why = cuda_ffn.layernorm_unavailable_reason()
+    if why:
+        pytest.skip(why)
+    g = _gen("ln-edges", N)
+    T = 67
+    x = (torch.randn(T, N + 8, generator=g) * 3 + 5).half().cuda()[:, :N]  # row stride N + 8
+    res = torch.randn(T, N, generator=g).half().cuda()
+    for r, w, b in ((res, None, None), (None, None, None),
+                    (res, torch.rand(N, generator=g).half().cuda() + 0.5, torch.randn(N, generator=g).half().cuda())):
+        out = ffn_ops.residual_layernorm(x, r, w, b, 1e-5, backend="cuda")
+        h = x.double() if r is None else x.double() + r.double()
+        ref = F.layer_norm(h, (N,), None if w is None else w.double(), None if b is None else b.double(), 1e-5)
+        hn = x if r is None else x + r
+        naive = F.layer_norm(hn, (N,), w, b, 1e-5)
+        assert_close(out, ref, naive, torch.float16, f"ln-edges-n{N}")

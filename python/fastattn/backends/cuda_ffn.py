@@ -11,6 +11,11 @@ epilogues (``fastattn._C_blas``, ``csrc/blas/``) plus fastattn's own CUDA kernel
 
 Everything runs on the caller's current CUDA stream. cuBLASLt's workspace is a torch allocation cached
 per (device, stream).
+
+Whether cuBLASLt has an algorithm for a problem (sizes, leading dims, operand alignments, epilogue) is
+asked in ``not_supported_reasons`` (``_C_blas.check``, metadata only, cached), so an unsupported layout is
+a dispatch reason (auto picks the next backend) rather than a launch-time error. Under ``torch.compile``
+tracing (no data pointers) that check is skipped; a launch then raises the same reason as RuntimeError.
 """
 
 from __future__ import annotations
@@ -88,9 +93,63 @@ def _unit_stride_reason(name: str, t: torch.Tensor, what: str) -> Optional[str]:
             f"dim and non-overlapping rows/columns; pass {name}.contiguous() once at load time")
 
 
+def _workspace_bytes(idx: int) -> int:
+    major, _ = torch.cuda.get_device_capability(idx)
+    return (32 if major >= 9 else 4) * 1024 * 1024  # NVIDIA's guidance for Hopper / earlier
+
+
+def _alignment(ptr: int) -> int:
+    """Byte alignment of a pointer, capped at 256 (as ``alignment()`` in csrc/blas/cublaslt_gemm.cpp)."""
+    a = 1
+    while a < 256 and ptr % (2 * a) == 0:
+        a *= 2
+    return a
+
+
+def _tracing() -> bool:
+    try:
+        return bool(torch.compiler.is_compiling())
+    except AttributeError:  # pragma: no cover - torch without torch.compiler
+        return False
+
+
+def gemm_reason(x: Optional[torch.Tensor], weight: torch.Tensor, bias: Optional[torch.Tensor],
+                residual: Optional[torch.Tensor], activation: str,
+                x_meta: Optional[Tuple[int, int, int, int]] = None) -> Optional[str]:
+    """Ask cuBLASLt's heuristic whether it can run this GEMM (``None``: yes, or not checkable here).
+
+    Only for real CUDA tensors that already passed the metadata checks. ``x_meta = (M, stride_m, stride_k,
+    alignment)`` stands in for an ``x`` that ``launch`` allocates itself. The output is a fresh
+    allocation (256-byte aligned, contiguous).
+    """
+    if _tracing():
+        return None
+    blas, _ = _blas()
+    if blas is None or not hasattr(blas, "check"):
+        return None
+    try:
+        ptrs = [None if t is None else t.data_ptr() for t in (x, weight, bias, residual)]
+    except (RuntimeError, NotImplementedError):  # fake / meta tensors: nothing to ask about
+        return None
+    if x_meta is None:
+        x_meta = (x.shape[0], x.stride(0), x.stride(1), _alignment(ptrs[0]))
+    M, sxm, sxk, x_align = x_meta
+    N, K = weight.shape
+    if M == 0 or N == 0:
+        return None
+    dev = weight.device
+    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    al = [256 if p is None else _alignment(p) for p in ptrs[1:]]
+    epi = EPI_GELU_TANH_BIAS if activation == "gelu_tanh" else EPI_BIAS
+    why = blas.check(M, N, K, DTYPE_CODES[weight.dtype], sxm, sxk, weight.stride(0), weight.stride(1),
+                     bias is not None, residual is not None, residual.stride(0) if residual is not None else 0,
+                     N, epi, _workspace_bytes(idx), idx, x_align, al[0], al[1], al[2], 256)
+    return why or None
+
+
 def linear_reasons(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                    residual: Optional[torch.Tensor], activation: str,
-                   names=("x", "weight", "bias", "residual")) -> List[str]:
+                   names=("x", "weight", "bias", "residual"), check_heuristic: bool = True) -> List[str]:
     """Why the cuBLASLt path cannot run ``act(x @ weight.T + bias) + residual`` (metadata only)."""
     reasons = _device_reason(x)
     if x.dtype not in KERNEL_DTYPES:
@@ -112,6 +171,10 @@ def linear_reasons(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
                            "column stride")
         if residual.shape[0] > 1 and residual.stride(0) < residual.shape[1]:
             reasons.append(f"{names[3]} rows overlap (row stride {residual.stride(0)} < {residual.shape[1]})")
+    if not reasons and check_heuristic:
+        why = gemm_reason(x, weight, bias, residual, activation)
+        if why:
+            reasons.append(why)
     return reasons
 
 
@@ -136,9 +199,7 @@ def _workspace(device: torch.device, stream: int) -> torch.Tensor:
     key = (idx, stream)
     ws = _workspaces.get(key)
     if ws is None:
-        major, _ = torch.cuda.get_device_capability(idx)
-        nbytes = (32 if major >= 9 else 4) * 1024 * 1024  # NVIDIA's guidance for Hopper / earlier
-        ws = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        ws = torch.empty(_workspace_bytes(idx), dtype=torch.uint8, device=device)
         _workspaces[key] = ws
     return ws
 
@@ -150,6 +211,8 @@ def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     blas, why = _blas()
     if blas is None:
         raise RuntimeError(why)
+    if residual is not None and activation != "none":  # the GELU would be applied after the residual add
+        raise ValueError(f"linear_act: a residual cannot follow activation {activation!r} on the cuda backend")
     C, why = load_ext("_C")
     M, K = x.shape
     N = weight.shape[0]
@@ -209,6 +272,11 @@ class CudaFFN(KernelBackend):
             reasons.append(why)
         if inp.b2 is not None and inp.b2.numel() > 1 and inp.b2.stride(0) != 1:
             reasons.append(f"b2 has stride {inp.b2.stride(0)}; cuBLASLt's bias epilogue reads a contiguous vector")
+        if not reasons:
+            # the down projection reads h = launch()'s fresh contiguous (T, hidden) buffer (256-byte aligned)
+            why = gemm_reason(None, inp.w2, inp.b2, None, "none", x_meta=(inp.tokens, inp.d_hidden, 1, 256))
+            if why:
+                reasons.append(f"down projection: {why}")
         return reasons
 
     def launch(self, inp, out: torch.Tensor) -> None:
