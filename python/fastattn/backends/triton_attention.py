@@ -58,26 +58,92 @@ def _key_ranges(key_mask_u8: torch.Tensor) -> torch.Tensor:
     return torch.stack((start, end), dim=1).to(torch.int32).contiguous()
 
 
-def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None) -> torch.Tensor:
+_DEFAULT_SMEM = {(8, 0): 163 * 1024, (8, 7): 163 * 1024, (9, 0): 227 * 1024}
+#: Under the interpreter there is no SM count; a notional one makes the default split heuristic split
+#: (so the combine path runs in CPU tests without forcing it).
+_INTERPRET_SMS = 8
+
+
+class _DevInfo:
+    """Per-device facts asked for on every launch, looked up once: compute capability, opt-in shared
+    memory per block, SM count. ``None`` capability = the interpreter (CPU tensors)."""
+    __slots__ = ("cap", "smem", "n_sm", "index")
+
+    def __init__(self, device: torch.device):
+        if device.type != "cuda":
+            self.cap, self.smem, self.n_sm, self.index = None, 0, _INTERPRET_SMS, None
+            return
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        self.index = idx
+        self.cap = tuple(torch.cuda.get_device_capability(idx))
+        props = torch.cuda.get_device_properties(idx)
+        self.n_sm = props.multi_processor_count
+        smem = getattr(props, "shared_memory_per_block_optin", 0) or 0
+        if not smem:
+            try:
+                from triton.runtime import driver
+                smem = driver.active.utils.get_device_properties(idx)["max_shared_mem"]
+            except Exception:  # noqa: BLE001 - fall back to the documented per-arch opt-in limits
+                smem = 0
+        self.smem = smem or _DEFAULT_SMEM.get(self.cap, 99 * 1024)
+
+
+_DEVS = {}
+
+
+def _dev_info(device: torch.device) -> _DevInfo:
+    info = _DEVS.get(device)
+    if info is None:
+        info = _DEVS[device] = _DevInfo(device)
+    return info
+
+
+def _prefill_meta(q_dtype, E, Ev, causal, has_kl, has_km, dense_mode, fast_scale, interpret):
+    """The constexpr keyword arguments of ``_attn_fwd_kernel`` (cached per key by the caller)."""
+    dot_upcast = interpret and q_dtype == torch.bfloat16
+    return dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=max(16, _next_pow2(E)), BLOCK_DV=max(16, _next_pow2(Ev)),
+                IS_CAUSAL=causal, HAS_KEY_LENS=has_kl, HAS_KEY_MASK=has_km, DENSE_MODE=dense_mode,
+                FAST_SCALE=fast_scale, DOT_UPCAST=dot_upcast,
+                INPUT_PRECISION="ieee" if (q_dtype == torch.float32 or dot_upcast) else "tf32",
+                # the exp2 argument is one FMA (qk * qk_scale - m): keep fusion on whatever the Triton
+                # default (3.10 turns TRITON_DEFAULT_FP_FUSION off by default); the interpreter ignores it
+                enable_fp_fusion=True)
+
+
+#: per launch-shape key -> constexpr kwargs (+ the chosen tile once known): built once, reused per call
+_META = {}
+#: prefill autotune results: our key -> launch kwargs incl. the winning tile, so that later calls
+#: launch the plain kernel with a fixed grid instead of going through the autotuner's per-call work
+_TUNED = {}
+
+
+def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, path: Optional[str] = None,
+                     num_splits: Optional[int] = None) -> torch.Tensor:
     """Launch the fused forward: write ``softmax(q k^T * scale + mask) v`` into ``out`` and return the
     float32 natural-log LSE ``(B, Hq, Lq)`` (``-inf`` on rows with no visible key).
 
     ``inp`` is an :class:`~fastattn.inputs.AttentionInputs` (q ``(B, Hq, Lq, E)``, k ``(B, Hkv, Lk, E)``,
     v ``(B, Hkv, Lk, Ev)``, any strides with a contiguous last dim); ``out`` a ``(B, Hq, Lq, Ev)`` view
-    in the input dtype with a contiguous last dim (e.g. ``(B, Lq, Hq, Ev)`` memory). ``config``
-    (``{"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}``) pins the tile instead of autotuning (tests;
-    the interpreter always uses :data:`fastattn.kernels.attention.CONFIG_INTERPRET` unless given one).
-    """
-    from fastattn.kernels import attention as K
+    in the input dtype with a contiguous last dim (e.g. ``(B, Lq, Hq, Ev)`` memory).
 
+    Two kernels: ``Lq <= DECODE_MAX_LQ`` without a dense mask runs the decode pair
+    (``fastattn/kernels/attention_decode.py``: GQA-packed, split-KV + combine), everything else the
+    prefill kernel. ``path="prefill"|"decode"`` forces one (tests). ``config`` pins the tile
+    (prefill: ``{"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}``; decode: ``{"BLOCK_N",
+    "num_warps", "num_stages"}``) instead of autotuning / the decode rule; ``num_splits`` forces the
+    decode split count.
+    """
     q, k, v, m = inp.query, inp.key, inp.value, inp.mask
     B, Hq, Lq, E = q.shape
-    Hkv, Lk, Ev = k.shape[1], k.shape[2], v.shape[3]
-    if tuple(out.shape) != (B, Hq, Lq, Ev) or out.dtype != q.dtype or out.device != q.device:
-        raise ValueError(f"out must be a {q.dtype} tensor of shape {(B, Hq, Lq, Ev)} on {q.device}; got "
+    _, Hkv, Lk, _ = k.shape
+    Ev = v.shape[3]
+    dtype = q.dtype
+    if out.shape != (B, Hq, Lq, Ev) or out.dtype != dtype or out.device != q.device:
+        raise ValueError(f"out must be a {dtype} tensor of shape {(B, Hq, Lq, Ev)} on {q.device}; got "
                          f"{out.dtype} {tuple(out.shape)} on {out.device}")
-    if Ev > 1 and out.stride(3) != 1:
-        raise ValueError(f"out must have a contiguous last dim (stride 1), got strides {out.stride()}")
+    ost = out.stride()
+    if Ev > 1 and ost[3] != 1:
+        raise ValueError(f"out must have a contiguous last dim (stride 1), got strides {ost}")
     lse = torch.empty((B, Hq, Lq), dtype=torch.float32, device=q.device)
     if B * Hq * Lq == 0:
         return lse
@@ -86,75 +152,154 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None) -> t
         lse.fill_(float("-inf"))
         return lse
 
-    dummy = q  # stands in for absent optional tensors; never dereferenced (constexpr-disabled)
-    key_lens, stride_klb = dummy, 0
-    key_mask, key_range, stride_kmb, stride_kmn = dummy, dummy, 0, 0
-    dense, dstr, dense_mode = dummy, (0, 0, 0, 0), 0
-    if m.key_lengths is not None:
-        key_lens, stride_klb = m.key_lengths, m.key_lengths.stride(0)
-    if m.key_mask is not None:
-        key_mask = m.key_mask.view(torch.uint8)
+    dense = m.dense
+    if path is None:
+        path = "decode" if (Lq <= _DECODE_MAX_LQ and dense is None and config is None) else "prefill"
+    elif path == "decode" and dense is not None:
+        raise ValueError("the decode kernel has no dense mask; use path='prefill'")
+
+    kl, km = m.key_lengths, m.key_mask
+    key_lens, stride_klb = q, 0  # q stands in for absent optional tensors; never dereferenced
+    key_mask, key_range, stride_kmb, stride_kmn = q, q, 0, 0
+    if kl is not None:
+        key_lens, stride_klb = kl, kl.stride(0)
+    if km is not None:
+        key_mask = km.view(torch.uint8)
         stride_kmb, stride_kmn = key_mask.stride()
         key_range = _key_ranges(key_mask)
-    if m.dense is not None:
-        dense = m.dense.view(torch.uint8) if m.dense.dtype == torch.bool else m.dense
-        dense_mode = 1 if m.dense.dtype == torch.bool else 2
-        dstr = dense.stride()
-    causal_off = 0 if m.causal in (None, "top_left") else Lk - Lq
-
+    causal = m.causal
+    causal_off = 0 if causal is None or causal == "top_left" else Lk - Lq
     scale = float(inp.scale)
+    qs, ks, vs = q.stride(), k.stride(), v.stride()
+    dev = q.device
+    is_cuda = dev.type == "cuda"
+    info = _dev_info(dev)
+
+    if path == "decode":
+        _launch_decode(q, k, v, out, lse, key_lens, key_mask, key_range, qs, ks, vs, ost,
+                       stride_klb, stride_kmb, stride_kmn, B, Hq, Hkv, Lq, Lk, E, Ev, causal is not None,
+                       kl is not None, km is not None, causal_off, scale, info, config, num_splits)
+        return lse
+
+    dense_mode = 0
+    dstr = (0, 0, 0, 0)
+    if dense is not None:
+        if dense.dtype == torch.bool:
+            dense, dense_mode = dense.view(torch.uint8), 1
+        else:
+            dense_mode = 2
+        dstr = dense.stride()
+    else:
+        dense = q
     fast_scale = scale > 0.0 and dense_mode != 2
-    interpret = _interpreting()
-    dot_upcast = interpret and q.dtype == torch.bfloat16
-    precision = "ieee" if (q.dtype == torch.float32 or dot_upcast) else "tf32"
+    interpret = info.cap is None
 
     args = (q, k, v, out, lse, key_lens, key_mask, key_range, dense,
-            q.stride(0), q.stride(1), q.stride(2),
-            k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2),
-            out.stride(0), out.stride(1), out.stride(2),
-            stride_klb, stride_kmb, stride_kmn,
-            dstr[0], dstr[1], dstr[2], dstr[3],
+            qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], ost[0], ost[1], ost[2],
+            stride_klb, stride_kmb, stride_kmn, dstr[0], dstr[1], dstr[2], dstr[3],
             Hq, Hq // Hkv, Lq, Lk, causal_off, scale * LOG2E, scale,
             _next_pow2(Lq), _next_pow2(Lk))
-    meta = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=max(16, _next_pow2(E)), BLOCK_DV=max(16, _next_pow2(Ev)),
-                IS_CAUSAL=m.causal is not None, HAS_KEY_LENS=m.key_lengths is not None,
-                HAS_KEY_MASK=m.key_mask is not None, DENSE_MODE=dense_mode, FAST_SCALE=fast_scale,
-                DOT_UPCAST=dot_upcast, INPUT_PRECISION=precision,
-                # the exp2 argument is one FMA (qk * qk_scale - m): keep fusion on whatever the Triton
-                # default (3.10 turns TRITON_DEFAULT_FP_FUSION off by default); the interpreter ignores it
-                enable_fp_fusion=True)
+    mkey = (dtype, E, Ev, causal is not None, kl is not None, km is not None, dense_mode, fast_scale, interpret)
+    meta = _META.get(mkey)
+    if meta is None:
+        meta = _META[mkey] = _prefill_meta(*mkey)
 
-    def grid(meta_):
-        return (triton_cdiv(Lq, meta_["BLOCK_M"]) * B * Hq,)
-
+    from fastattn.kernels import attention as K
     if config is None and interpret:
         c = K.CONFIG_INTERPRET
         config = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
-    if q.device.type == "cuda":
-        kern = K._attn_fwd_kernel if config is not None else K.autotuned_kernel(_capability(q.device))
-        config = config or {}
-        idx = q.device.index
-        if idx is None or idx == torch.cuda.current_device():
-            kern[grid](*args, **meta, **config)
-        else:  # Triton launches on the current device's stream
-            with torch.cuda.device(q.device):
-                kern[grid](*args, **meta, **config)
+    if config is not None:
+        kern, kw = K._attn_fwd_kernel, {**meta, **config}
     else:
-        K._attn_fwd_kernel[grid](*args, **meta, **config)
+        # autotuned: first use of a key goes through triton.autotune; the winner is kept here so
+        # later calls skip the autotuner's per-call argument dict and key building
+        tkey = (info.index, mkey, dense.dtype, key_lens.dtype, args[-2], args[-1])
+        kw = _TUNED.get(tkey)
+        if kw is None:
+            tuner = K.autotuned_kernel(info.cap)
+            _on_device(dev, lambda: tuner[lambda mt: (triton_cdiv(Lq, mt["BLOCK_M"]) * B * Hq,)](*args, **meta))
+            best = tuner.best_config
+            _TUNED[tkey] = {**meta, **best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
+            return lse
+        kern = K._attn_fwd_kernel
+    grid = (triton_cdiv(Lq, kw["BLOCK_M"]) * B * Hq,)
+    if is_cuda and info.index != torch.cuda.current_device():
+        with torch.cuda.device(dev):  # Triton launches on the current device's stream
+            kern[grid](*args, **kw)
+    else:
+        kern[grid](*args, **kw)
     return lse
 
 
-_CAPS = {}
+def _on_device(dev: torch.device, fn):
+    if dev.type == "cuda" and dev.index is not None and dev.index != torch.cuda.current_device():
+        with torch.cuda.device(dev):
+            return fn()
+    return fn()
+
+
+_DECODE_MAX_LQ = 16  # == fastattn.kernels.attention_decode.DECODE_MAX_LQ (checked in the tests)
+
+
+def _launch_decode(q, k, v, out, lse, key_lens, key_mask, key_range, qs, ks, vs, ost,
+                   stride_klb, stride_kmb, stride_kmn, B, Hq, Hkv, Lq, Lk, E, Ev, causal, has_kl, has_km,
+                   causal_off, scale, info, config, num_splits):
+    """The decode pair: GQA-packed split-KV kernel, then (``num_splits > 1``) the combine kernel."""
+    from fastattn.kernels import attention_decode as KD
+    group = Hq // Hkv
+    dtype = q.dtype
+    interpret = info.cap is None
+    dkey = (dtype, E, Ev, group, Lq, causal, has_kl, has_km, interpret, info.index)
+    st = _META.get(dkey)
+    if st is None:
+        bm = KD.decode_block_m(group, Lq)
+        bd, bdv = max(16, _next_pow2(E)), max(16, _next_pow2(Ev))
+        bn, warps, stages = KD.decode_config(bm, bd, bdv, q.element_size(), info.cap, info.smem)
+        dot_upcast = interpret and dtype == torch.bfloat16
+        meta = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=bd, BLOCK_DV=bdv, IS_CAUSAL=causal,
+                    HAS_KEY_LENS=has_kl, HAS_KEY_MASK=has_km, DOT_UPCAST=dot_upcast,
+                    INPUT_PRECISION="ieee" if (dtype == torch.float32 or dot_upcast) else "tf32",
+                    BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, enable_fp_fusion=True)
+        st = _META[dkey] = (meta, triton_cdiv(group * Lq, bm), bdv)
+    meta, num_m, bdv = st
+    if config is not None:
+        meta = {**meta, **config}
+    programs = B * Hkv * num_m
+    R = B * Hq * Lq
+    if num_splits is None:
+        num_splits = KD.choose_num_splits(programs, info.n_sm, Lk)
+    elif not 1 <= num_splits <= KD.MAX_SPLITS:
+        raise ValueError(f"num_splits must be in 1..{KD.MAX_SPLITS}, got {num_splits}")
+    split = num_splits > 1
+    if split:
+        ws = torch.empty(num_splits * R * (Ev + 1), dtype=torch.float32, device=q.device)
+        ws_lse_off = num_splits * R * Ev
+    else:
+        ws, ws_lse_off = lse, 0  # unused
+    dev = q.device
+
+    def go():
+        KD._attn_decode_kernel[(programs, num_splits)](
+            q, k, v, out, lse, ws, key_lens, key_mask, key_range,
+            qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], ost[0], ost[1], ost[2],
+            stride_klb, stride_kmb, stride_kmn,
+            B, Hq, Hkv, group, Lq, Lk, causal_off, scale * LOG2E, num_splits, ws_lse_off,
+            SPLIT=split, **meta)
+        if split:
+            bs = _next_pow2(num_splits)
+            KD._attn_combine_kernel[(R,)](
+                ws, out, lse, Hq, Lq, R, num_splits, ws_lse_off, ost[0], ost[1], ost[2],
+                HEAD_DIM_V=Ev, BLOCK_DV=bdv, BLOCK_S=bs, num_warps=KD.combine_warps(bs, bdv), num_stages=1)
+    if info.index is not None and info.index != torch.cuda.current_device():
+        with torch.cuda.device(dev):
+            go()
+    else:
+        go()
 
 
 def _capability(device: torch.device):
-    """``torch.cuda.get_device_capability``, cached per device index (it is asked on every launch)."""
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    cap = _CAPS.get(idx)
-    if cap is None:
-        cap = _CAPS[idx] = torch.cuda.get_device_capability(idx)
-    return cap
+    """Compute capability, cached per device (``None`` for CPU tensors under the interpreter)."""
+    return _dev_info(device).cap
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -185,22 +330,29 @@ class TritonAttention(KernelBackend):
         return None
 
     def not_supported_reasons(self, inp) -> List[str]:
-        reasons = device_reasons(inp.device, interpret_ok=True)
-        if inp.device.type == "cuda" and not reasons:
-            cap = torch.cuda.get_device_capability(inp.device)
-            if cap < (8, 0):
-                reasons.append(f"{inp.device} has compute capability {cap[0]}.{cap[1]}; the triton kernel needs >= 8.0")
-        if inp.dtype not in _DTYPES:
-            reasons.append(f"dtype {str(inp.dtype).replace('torch.', '')} is not supported by the triton kernel "
+        q, k, v, dense = inp.query, inp.key, inp.value, inp.mask.dense
+        dev = q.device
+        # the common case (supported inputs) is a handful of comparisons; strings only on failure
+        if dev.type == "cuda":
+            reasons = [] if not _interpreting() else device_reasons(dev, interpret_ok=True)
+            if not reasons:
+                cap = _capability(dev)
+                if cap < (8, 0):
+                    reasons.append(f"{dev} has compute capability {cap[0]}.{cap[1]}; the triton kernel needs >= 8.0")
+        else:
+            reasons = device_reasons(dev, interpret_ok=True)
+        if q.dtype not in _DTYPES:
+            reasons.append(f"dtype {str(q.dtype).replace('torch.', '')} is not supported by the triton kernel "
                            "(float16, bfloat16, float32; float64 runs on the torch backend)")
-        for what, d in (("query/key head dim E", inp.E), ("value head dim Ev", inp.Ev)):
+        E, Ev = q.shape[3], v.shape[3]
+        for what, d in (("query/key head dim E", E), ("value head dim Ev", Ev)):
             if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
                 reasons.append(f"{what}={d} is outside the supported {MIN_HEAD_DIM}..{MAX_HEAD_DIM}")
-        for name, t in (("query", inp.query), ("key", inp.key), ("value", inp.value)):
-            if t.shape[-1] > 1 and t.stride(-1) != 1:
-                reasons.append(f"{name} has last-dim stride {t.stride(-1)}; the triton kernel reads rows in place "
+        qs, ks, vs = q.stride(), k.stride(), v.stride()
+        for name, t, st in (("query", q, qs), ("key", k, ks), ("value", v, vs)):
+            if st[3] != 1 and t.shape[3] > 1:
+                reasons.append(f"{name} has last-dim stride {st[3]}; the triton kernel reads rows in place "
                                "and needs a contiguous last dim (stride 1); pass .contiguous() or use another backend")
-        dense = inp.mask.dense
         if dense is not None and dense.dtype not in _DENSE_DTYPES:
             reasons.append(f"attn_mask dtype {dense.dtype} is not supported by the triton kernel "
                            "(bool, float16, bfloat16, float32)")
@@ -208,16 +360,20 @@ class TritonAttention(KernelBackend):
         if kl is not None and (kl.is_floating_point() or kl.dtype == torch.bool or kl.is_complex()):
             reasons.append(f"key_lengths dtype {kl.dtype} is not an integer type")
         # tile offsets inside one (batch, head) are 32-bit: a row stride times a tile height must fit
-        rows = [("query", inp.query.stride(2)), ("key", inp.key.stride(2)), ("value", inp.value.stride(2))]
-        if dense is not None:
-            rows += [("attn_mask", abs(dense.stride(2)) + abs(dense.stride(3)))]
-        for name, st in rows:
-            if abs(st) * _MAX_BLOCK >= 2 ** 31:
-                reasons.append(f"{name} has a sequence stride of {st} elements; the triton kernel's 32-bit tile "
-                               f"offsets need stride * {_MAX_BLOCK} < 2^31")
-        programs = triton_cdiv(inp.Lq, 64) * inp.B * inp.Hq
-        if programs >= 2 ** 31:
-            reasons.append(f"B*Hq*ceil(Lq/64) = {programs} programs exceeds the 2^31-1 grid limit")
+        lim = 2 ** 31 // _MAX_BLOCK
+        if abs(qs[2]) >= lim or abs(ks[2]) >= lim or abs(vs[2]) >= lim or dense is not None:
+            rows = [("query", qs[2]), ("key", ks[2]), ("value", vs[2])]
+            if dense is not None:
+                rows += [("attn_mask", abs(dense.stride(2)) + abs(dense.stride(3)))]
+            for name, st in rows:
+                if abs(st) * _MAX_BLOCK >= 2 ** 31:
+                    reasons.append(f"{name} has a sequence stride of {st} elements; the triton kernel's 32-bit "
+                                   f"tile offsets need stride * {_MAX_BLOCK} < 2^31")
+        B, Hq, Lq = q.shape[0], q.shape[1], q.shape[2]
+        programs = triton_cdiv(Lq, 64) * B * Hq
+        if programs >= 2 ** 31 or B * Hq * Lq >= 2 ** 31:
+            reasons.append(f"B*Hq*Lq = {B * Hq * Lq} rows (B*Hq*ceil(Lq/64) = {programs} programs) exceeds the "
+                           "2^31-1 grid limit")
         return reasons
 
     def launch(self, inp, out: torch.Tensor) -> torch.Tensor:
