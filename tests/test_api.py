@@ -46,6 +46,9 @@ SDPA_CASES = [
     ("causal_tl", 2, 3, 3, 17, 23, 16, 16, lambda B, H, Lq, Lk, g: {"is_causal": True}),
     ("causal_tl_q>k", 1, 2, 2, 29, 11, 8, 8, lambda B, H, Lq, Lk, g: {"is_causal": True}),
     ("scale", 2, 2, 2, 9, 13, 32, 16, lambda B, H, Lq, Lk, g: {"scale": 0.01}),
+    ("scale_zero", 2, 2, 2, 9, 13, 16, 16, lambda B, H, Lq, Lk, g: {"scale": 0.0}),  # uniform softmax
+    ("scale_negative_causal", 2, 2, 2, 9, 13, 16, 16, lambda B, H, Lq, Lk, g: {"scale": -0.7, "is_causal": True}),
+    ("scale_zero_causal", 2, 2, 2, 13, 9, 16, 16, lambda B, H, Lq, Lk, g: {"scale": 0.0, "is_causal": True}),
     ("gqa", 2, 6, 2, 7, 19, 16, 16, lambda B, H, Lq, Lk, g: {"enable_gqa": True}),
     ("mqa_causal", 1, 6, 1, 19, 19, 16, 16, lambda B, H, Lq, Lk, g: {"enable_gqa": True, "is_causal": True}),
     ("bool_full", 2, 3, 3, 11, 13, 16, 16,
@@ -72,7 +75,12 @@ def test_torch_backend_matches_sdpa(case, dtype):
     kw = build(B, Hq, Lq, Lk, torch.Generator().manual_seed(1))
     _cast_mask(kw, dtype)
     ours = fastattn.attention(q, k, v, backend="torch", **kw)
+    if kw.get("is_causal") and kw.get("scale", 1.0) <= 0:
+        # SDPA's own is_causal path returns NaN for scale <= 0 (it scales its -inf fill): compare with
+        # SDPA given the same causal pattern as an explicit mask
+        kw = dict(kw, is_causal=False, attn_mask=torch.ones(Lq, Lk, dtype=torch.bool).tril())
     theirs = F.scaled_dot_product_attention(q, k, v, **kw)
+    assert not ours.isnan().any()
     assert ours.shape == theirs.shape and ours.dtype == theirs.dtype and ours.is_contiguous()
     err = (ours.double() - theirs.double()).abs().max().item()
     print(f"{name}-{dtype}: max |ours - sdpa| = {err:.3e}")
@@ -252,6 +260,15 @@ def _bad_attention_cases():
     yield "mask_dtype", (q, k, v), {"attn_mask": torch.ones(5, 7, dtype=torch.int32)}, TypeError, "attn_mask"
     yield "mask_type", (q, k, v), {"attn_mask": [[1]]}, TypeError, "attn_mask"
     yield "causal_and_mask", (q, k, v), {"is_causal": True, "attn_mask": torch.ones(5, 7, dtype=torch.bool)}, ValueError, "is_causal"
+    yield "causal_and_keypadding", (q, k, v), {"is_causal": True, "attn_mask": KeyPadding(lengths=torch.tensor([7, 3]))}, \
+        ValueError, "is_causal"
+    yield "causal_and_causalbias", (q, k, v), {"is_causal": True, "attn_mask": causal_lower_right(5, 7)}, ValueError, "is_causal"
+    yield "mask_zero_dim", (q, k, v), {"attn_mask": torch.tensor(True)}, ValueError, "attn_mask"
+    yield "mask_float64_on_float32", (q, k, v), {"attn_mask": torch.zeros(5, 7, dtype=torch.float64)}, TypeError, "attn_mask"
+    yield "is_causal_not_bool", (q, k, v), {"is_causal": 1}, TypeError, "is_causal"
+    yield "scale_nan", (q, k, v), {"scale": float("nan")}, ValueError, "scale"
+    yield "zero_dim_all", (torch.tensor(1.0), torch.tensor(1.0), torch.tensor(1.0)), {}, ValueError, "query"
+    yield "one_dim_query", (torch.ones(8), torch.ones(8), torch.ones(8)), {}, ValueError, "query"
     yield "zero_dim", (torch.tensor(1.0), k, v), {}, ValueError, "query"
     yield "one_dim", (q, torch.ones(8), v), {}, ValueError, "key"
     yield "not_tensor", (q, k, "v"), {}, TypeError, "value"
@@ -320,11 +337,77 @@ def test_env_backend(monkeypatch):
 
 
 def test_forced_unavailable_backend_lists_reasons():
+    from fastattn.backends import ATTENTION_BACKENDS
     q, k, v = _qkv(1, 2, 2, 4, 4, 8, dtype=torch.float64)
     with pytest.raises(ValueError) as ei:
         fastattn.attention(q, k, v, backend="cuda")
     msg = str(ei.value)
+    print(msg)
     assert "backend='cuda' cannot run attention" in msg and "cuda:" in msg
+    why = ATTENTION_BACKENDS["cuda"].unavailable_reason()
+    assert (why in msg) if why is not None else ("float64" in msg)  # the reason itself, not just the name
+
+
+@pytest.mark.parametrize("op", ["attention", "gelu_ffn"])
+def test_forced_unavailable_backend_message_carries_its_reason(op, monkeypatch):
+    """Argument and environment variable alike: the unavailable backend's own reason is in the error."""
+    from fastattn.backends import ATTENTION_BACKENDS, FFN_BACKENDS
+    b = (ATTENTION_BACKENDS if op == "attention" else FFN_BACKENDS)["triton"]
+    monkeypatch.setattr(b, "_checked", True)
+    monkeypatch.setattr(b, "_unavailable", "simulated: no usable triton on this test machine")
+    q, k, v = _qkv(1, 2, 2, 4, 4, 8)
+    x, w1, w2 = torch.randn(3, 8), torch.randn(16, 8), torch.randn(8, 16)
+    call = (lambda **kw: fastattn.attention(q, k, v, **kw)) if op == "attention" else \
+        (lambda **kw: fastattn.gelu_ffn(x, w1, None, w2, None, **kw))
+    with pytest.raises(ValueError, match="backend='triton' cannot run .*\n.*simulated: no usable triton"):
+        call(backend="triton")
+    monkeypatch.setenv("FASTATTN_BACKEND", "triton")
+    with pytest.raises(ValueError, match="FASTATTN_BACKEND='triton' cannot run .*\n.*simulated: no usable triton"):
+        call()
+    assert fastattn.available_backends()["triton"].startswith("simulated") or \
+        "simulated" in fastattn.available_backends()["triton"]
+    monkeypatch.setenv("FASTATTN_BACKEND", "auto")  # auto: the unavailable backend is skipped, torch runs
+    assert call().shape == ((1, 2, 4, 8) if op == "attention" else (3, 8))
+
+
+def test_gqa_head_mapping_is_h_div_group():
+    """enable_gqa: query head h uses KV head h // (Hq // Hkv) (not h % Hkv): each query head group sees
+    exactly its own KV head's values."""
+    B, Hq, Hkv, L, E = 1, 6, 2, 5, 8
+    q = torch.randn(B, Hq, L, E, generator=torch.Generator().manual_seed(0))
+    k = torch.zeros(B, Hkv, L, E)  # uniform attention: the output is the mean of v over keys
+    v = torch.arange(Hkv, dtype=torch.float32).view(1, Hkv, 1, 1).expand(B, Hkv, L, E).contiguous()
+    out = fastattn.attention(q, k, v, enable_gqa=True)
+    expect = torch.tensor([h // (Hq // Hkv) for h in range(Hq)], dtype=torch.float32).view(1, Hq, 1, 1)
+    torch.testing.assert_close(out, expect.expand_as(out), atol=0, rtol=0)
+
+
+def test_float64_runs_on_torch_backend_and_is_refused_by_kernels():
+    q, k, v = _qkv(2, 2, 2, 5, 7, 8, dtype=torch.float64)
+    text = fastattn.explain(q, k, v, is_causal=True)
+    assert "-> torch" in text and "float64" in text.split("triton:")[1].splitlines()[0]
+    out = fastattn.attention(q, k, v, is_causal=True)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, reference.attention(q, k, v, is_causal=True), atol=1e-12, rtol=0)
+
+
+def test_5d_inputs_broadcast_mask_not_materialised():
+    """Extra batch dims flatten into B; a mask broadcast over some of them is materialised over the batch
+    dims at most, never over heads/Lq/Lk (those stay stride 0)."""
+    from fastattn.inputs import normalize_attention
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 3, 4, L, 8, generator=g) for L in (5, 7, 7))
+    for m in (torch.rand(3, 1, 5, 7, generator=g) > 0.3, torch.rand(2, 1, 1, 1, 7, generator=g) > 0.3,
+              torch.randn(2, 1, 4, 1, 7, generator=g)):
+        dense = normalize_attention(q, k, v, m).mask.dense
+        assert dense.shape == (6, 4, 5, 7)
+        for dim, size in enumerate(m.shape[-3:], start=1):
+            if size == 1:
+                assert dense.stride(dim) == 0, (tuple(m.shape), dense.stride())
+        ours = fastattn.attention(q, k, v, attn_mask=m)
+        ref = reference.attention(q, k, v, attn_mask=m)
+        naive = reference.attention(q, k, v, attn_mask=m, compute_dtype=None)
+        assert_close(ours, ref, naive, torch.float32, f"5d-mask{tuple(m.shape)}")
 
 
 def test_available_backends_and_explain():

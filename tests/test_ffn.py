@@ -420,3 +420,28 @@ def test_autotune_prune_picks_arch_list_and_fits(monkeypatch):
         assert c.num_stages * (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * 2 <= 99 * 1024
     monkeypatch.setattr(K, "_device_facts", lambda: (8, 1024))  # nothing fits: still one config
     assert len(K.prune_configs(K.linear_act_kernel_tuned.configs, {"x_ptr": x16}, M=64, N=64)) == 1
+
+
+@needs_triton
+def test_triton_gemm_reads_conv1d_views_and_strided_x_in_place(monkeypatch):
+    """No hidden copies: GPT-2 Conv1D ``.t()`` weights and a strided ``x`` reach the kernel as the caller's
+    own storage and strides."""
+    from fastattn.kernels import ffn as K
+    calls = []
+
+    class Spy:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: calls.append((args, kw))
+
+    monkeypatch.setattr(K, "linear_act_kernel", Spy())
+    monkeypatch.setattr(K, "linear_act_kernel_tuned", Spy())
+    g = _seed("no-copy")
+    x = torch.randn(7, 2, 32, generator=g).to(DEV)[:, 1]              # (7, 32), row stride 64
+    w1c, w2c = torch.randn(32, 48, generator=g).to(DEV), torch.randn(48, 32, generator=g).to(DEV)  # Conv1D (in, out)
+    with torch.no_grad():
+        fastattn.gelu_ffn(x, w1c.t(), None, w2c.t(), None, approximate="tanh", backend="triton")
+    (up, up_kw), (down, down_kw) = calls
+    assert up[0].data_ptr() == x.data_ptr() and up_kw["stride_xm"] == 64
+    assert up[1].data_ptr() == w1c.data_ptr() and (up_kw["stride_wn"], up_kw["stride_wk"]) == (1, 48)
+    assert down[1].data_ptr() == w2c.data_ptr() and (down_kw["stride_wn"], down_kw["stride_wk"]) == (1, 32)
+    assert up_kw["ACTIVATION"] == 2 and down_kw["ACTIVATION"] == 0  # tanh GELU, then no activation

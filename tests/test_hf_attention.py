@@ -352,3 +352,17 @@ def test_triton_backend_generate_left_padded(monkeypatch):
     monkeypatch.setenv("FASTATTN_BACKEND", "triton")
     model.set_attn_implementation("fastattn")
     assert torch.equal(model.generate(ids, **kw), eager)
+
+
+@pytest.mark.parametrize("over", [{"scale_attn_weights": False}, {"scale_attn_by_inverse_layer_idx": True}],
+                         ids=["scale_attn_weights_false", "inverse_layer_idx"])
+def test_gpt2_scaling_variants_match_eager(over, monkeypatch):
+    """HF's ``scaling`` is used exactly as given (GPT-2 unscaled weights, layer-index scaling)."""
+    model = tiny_model("gpt2", **over)
+    ids, am = padded_batch(2, 9, "left", seed=11)
+    ref = run(float64_copy(model), "eager", input_ids=ids, attention_mask=am).logits
+    naive = run(model, "eager", input_ids=ids, attention_mask=am).logits
+    ours = run(model, "fastattn", input_ids=ids, attention_mask=am).logits
+    check_model_rule(ours, naive, ref, am, f"gpt2-{next(iter(over))}")
+    default = run(tiny_model("gpt2"), "fastattn", input_ids=ids, attention_mask=am).logits
+    assert not torch.allclose(default, ours), "the scaling variant must change the result"

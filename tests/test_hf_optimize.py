@@ -309,3 +309,19 @@ def test_failing_registration_never_breaks_importing_transformers():
         assert "fastattn" not in AttentionInterface._global_mapping
     """)
     assert "registration exploded" in err and "fastattn: post-import hook" in err
+
+
+def test_activation_registry_never_substitutes_erf_and_tanh():
+    """Every HF activation name the registry swaps computes, in float64, exactly the GELU variant it maps
+    to, and measurably not the other one (near |x| = 2.7 they differ by ~4.7e-4)."""
+    import torch.nn.functional as F
+    from transformers.activations import ACT2FN
+    from fastattn.integrations.hf_optimize import ACTIVATIONS
+    assert {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}.items() <= ACTIVATIONS.items()
+    x = torch.linspace(-3.0, 3.0, 601, dtype=torch.float64)
+    for name, approximate in ACTIVATIONS.items():
+        hf = ACT2FN[name](x)
+        same = (hf - F.gelu(x, approximate=approximate)).abs().max().item()
+        other = (hf - F.gelu(x, approximate="tanh" if approximate == "none" else "none")).abs().max().item()
+        print(f"{name}: |hf - gelu({approximate})| = {same:.2e}, |hf - other| = {other:.2e}")
+        assert same < 1e-9 and other > 4e-4, name

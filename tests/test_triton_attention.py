@@ -612,3 +612,38 @@ def test_launcher_options(monkeypatch):
                      config={"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1})
     assert seen["enable_fp_fusion"] is True
     assert seen["grid"] == (3 * 2 * 3,) and seen["HEAD_DIM"] == 40 and seen["BLOCK_D"] == 64
+
+
+class _KernelSpy:
+    """Stands in for a ``@triton.jit`` kernel: ``spy[grid](*args, **kw)`` records the launch, runs nothing."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kw: self.calls.append(args)
+
+
+@pytest.mark.parametrize("Lq", [33, 1], ids=["prefill", "decode"])
+def test_launcher_passes_caller_views_without_copies(Lq, monkeypatch):
+    """No hidden copies: the kernel receives the caller's own q/k/v storage (packed-QKV views, GQA) and
+    the stride-0 mask view, not contiguous copies."""
+    from fastattn.kernels import attention as K
+    from fastattn.kernels import attention_decode as KD
+    spies = {n: _KernelSpy() for n in ("fwd", "dec", "comb")}
+    monkeypatch.setattr(K, "_attn_fwd_kernel", spies["fwd"])
+    monkeypatch.setattr(KD, "_attn_decode_kernel", spies["dec"])
+    monkeypatch.setattr(KD, "_attn_combine_kernel", spies["comb"])
+    B, Hq, Hkv, Lk, D = 2, 4, 2, 40, 32
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(B, Lq, Hq, D, generator=g).to(DEVICE).transpose(1, 2)        # (B, Hq, Lq, D) view
+    kv = torch.randn(B, Lk, 2, Hkv, D, generator=g).to(DEVICE)
+    k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)             # packed KV views
+    mask = torch.rand(B, 1, 1, Lk, generator=g).to(DEVICE) > 0.2 if Lq > 1 else KeyPadding(lengths=torch.tensor([40, 9], device=DEVICE))
+    fastattn.attention(q, k, v, attn_mask=mask, enable_gqa=True, backend="triton")
+    args = (spies["fwd"] if Lq > 1 else spies["dec"]).calls[0]
+    for name, mine, passed in (("query", q, args[0]), ("key", k, args[1]), ("value", v, args[2])):
+        assert passed.data_ptr() == mine.data_ptr() and passed.stride() == mine.stride(), name
+    if Lq > 1:
+        dense = args[8]
+        assert dense.data_ptr() == mask.data_ptr() and dense.stride(1) == 0 and dense.stride(2) == 0

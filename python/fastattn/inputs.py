@@ -95,7 +95,8 @@ def _to_4d(t: torch.Tensor) -> torch.Tensor:
         return t.unsqueeze(0)
     if t.dim() == 2:
         return t.unsqueeze(0).unsqueeze(0)
-    # (B1, B2, ..., H, L, E): flatten the batch dims; a view whenever the strides allow it.
+    # (B1, B2, ..., H, L, E): flatten the batch dims; a view whenever the strides allow it (the one
+    # documented copy: batch dims whose strides cannot merge, e.g. a permuted 5-D tensor).
     return t.flatten(0, t.dim() - 4)
 
 
@@ -200,7 +201,15 @@ def _normalize_mask(attn_mask, q, q4, Lq, Lk, is_causal) -> NormalizedMask:
     if len(ms) > len(full) or any(m != 1 and m != f for m, f in zip(reversed(ms), reversed(full))):
         raise ValueError(f"attn_mask of shape {ms} does not broadcast to (batch..., Hq, Lq, Lk) = {full}")
     dense = attn_mask.expand(full)
-    dense = dense.reshape(B, Hq, Lq, Lk) if dense.dim() != 4 else dense  # view when strides allow
+    if dense.dim() != 4:
+        try:
+            dense = dense.view(B, Hq, Lq, Lk)
+        except RuntimeError:
+            # extra batch dims whose strides cannot merge (a mask broadcast over some of them only):
+            # materialise the batch dims alone; the head/Lq/Lk broadcasts stay stride 0
+            m = attn_mask.reshape((1,) * (len(full) - len(ms)) + ms)
+            tail = tuple(m.shape[-3:])
+            dense = m.expand(full[:-3] + tail).reshape((B,) + tail).expand(B, Hq, Lq, Lk)
     return NormalizedMask(dense=dense)
 
 

@@ -24,8 +24,11 @@ def _sdpa_mask(inp: AttentionInputs):
     m = inp.mask
     if m.is_none:
         return None, False, None
-    if m.causal == "top_left" and m.key_lengths is None and m.key_mask is None and m.dense is None:
-        return None, True, None  # row i always sees key 0: no empty rows
+    if m.causal == "top_left" and m.key_lengths is None and m.key_mask is None and m.dense is None \
+            and inp.scale > 0:
+        # row i always sees key 0: no empty rows. Only for scale > 0: SDPA's is_causal path (torch 2.13
+        # CPU) scales its -inf fill too and returns NaN for scale <= 0; the explicit mask below does not.
+        return None, True, None
     keep = m.keep(inp.B, inp.Lq, inp.Lk, inp.device)
     bias = m.bias()
     if bias is not None:

@@ -20,7 +20,7 @@ from typing import List, Optional
 
 import torch
 
-from .base import KernelBackend, device_reasons
+from .base import KernelBackend, device_reasons, triton_runtime_reason
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _DENSE_DTYPES = (torch.bool, torch.float16, torch.bfloat16, torch.float32)
@@ -311,22 +311,13 @@ class TritonAttention(KernelBackend):
     op = "attention"
 
     def _probe(self) -> Optional[str]:
-        try:
-            import triton  # noqa: F401
-        except ImportError as e:
-            return f"triton is not installed ({e}); pip install triton (Linux)"
+        why = triton_runtime_reason()  # triton importable; a GPU >= sm_80 or TRITON_INTERPRET=1
+        if why is not None:
+            return why
         try:
             from fastattn.kernels import attention  # noqa: F401
         except Exception as e:  # noqa: BLE001
             return f"the triton attention kernels failed to import: {type(e).__name__}: {e}"
-        if _interpreting():
-            return None
-        if not torch.cuda.is_available():
-            return ("no CUDA device visible (torch.cuda.is_available() is False); set TRITON_INTERPRET=1 "
-                    "to run the Triton kernels on CPU tensors")
-        caps = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
-        if not any(c >= (8, 0) for c in caps):
-            return f"needs a GPU of compute capability >= 8.0 (sm_80); visible: {caps}"
         return None
 
     def not_supported_reasons(self, inp) -> List[str]:
