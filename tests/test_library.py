@@ -127,3 +127,24 @@ def test_out_blhd_layout(fake_kernels):
     ref_t = attention_normalized(normalize_attention(q, k, v), backend="torch", out_blhd=True)
     assert ref_t.transpose(1, 2).is_contiguous()
     torch.testing.assert_close(ref_t, out)
+
+
+def test_first_call_inside_torch_compile_fresh_process():
+    """The very first fastattn call of a process may be inside torch.compile(fullgraph=True): the
+    backend probes (imports, driver queries) must not break the graph."""
+    import subprocess
+    import sys
+    code = (
+        "import os, torch, torch.nn.functional as F\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "import fastattn\n"
+        "q = torch.randn(1, 2, 8, 16)\n"
+        "w1, w2 = torch.randn(32, 16), torch.randn(16, 32)\n"
+        "f = torch.compile(lambda q: fastattn.attention(q, q, q, is_causal=True), fullgraph=True, backend='aot_eager')\n"
+        "torch.testing.assert_close(f(q), F.scaled_dot_product_attention(q, q, q, is_causal=True))\n"
+        "g = torch.compile(lambda x: fastattn.gelu_ffn(x, w1, None, w2, None), fullgraph=True, backend='aot_eager')\n"
+        "torch.testing.assert_close(g(q[0, 0]), F.linear(F.gelu(F.linear(q[0, 0], w1)), w2), atol=2e-5, rtol=1e-5)\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    print(r.stdout[-2000:], r.stderr[-4000:])
+    assert r.returncode == 0 and "ok" in r.stdout

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional
 
+import torch
+
 from .backends import ATTENTION_BACKENDS, FFN_BACKENDS, PRIORITY
 
 ENV_VAR = "FASTATTN_BACKEND"
@@ -42,9 +44,16 @@ def requested_backend(backend: Optional[str]) -> Optional[str]:
     return env
 
 
+@torch.compiler.assume_constant_result
+def _unavailable(op: str, name: str) -> Optional[str]:
+    """The backend's machine-level probe. Under ``torch.compile`` it runs eagerly at trace time and is
+    a constant of the graph (a probe imports modules and queries the driver: nothing to trace)."""
+    return _REGISTRY[op][name].unavailable_reason()
+
+
 def reasons_against(op: str, name: str, inp, *, auto: bool) -> List[str]:
     b = _REGISTRY[op][name]
-    why = b.unavailable_reason()
+    why = _unavailable(op, name)
     if why is not None:
         return [f"unavailable: {why}"]
     reasons = list(b.not_supported_reasons(inp))

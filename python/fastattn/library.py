@@ -99,6 +99,30 @@ def attention_via_kernel(backend_name: str, inp: AttentionInputs, out_blhd: bool
     return out
 
 
+# ------------------------------------------------------------------------------- recompute backward
+def save_optional(ctx, *tensors: Optional[Tensor]) -> None:
+    """``ctx.save_for_backward`` for arguments that may be ``None`` (restored by :func:`load_optional`)."""
+    ctx.present = tuple(t is not None for t in tensors)
+    ctx.save_for_backward(*(t for t in tensors if t is not None))
+
+
+def load_optional(ctx) -> list:
+    it = iter(ctx.saved_tensors)
+    return [next(it) if p else None for p in ctx.present]
+
+
+def recompute_grads(math_fn, tensors, dout: Tensor, *args) -> list:
+    """Gradients of ``math_fn(*tensors, *args, compute_dtype)`` w.r.t. every non-``None`` tensor, by
+    recomputing the op in float32 (float64 for float64 inputs) PyTorch math under autograd: exact,
+    not fused. Returns one entry per tensor (``None`` where the tensor is ``None``)."""
+    cd = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
+    with torch.enable_grad():
+        leaves = [None if t is None else t.detach().requires_grad_(True) for t in tensors]
+        ref = math_fn(*leaves, *args, cd)
+        grads = iter(torch.autograd.grad(ref, [t for t in leaves if t is not None], dout.to(cd)))
+    return [None if t is None else next(grads).to(t.dtype) for t in leaves]
+
+
 # ----------------------------------------------------------------------------------------------- FFN
 @torch.library.custom_op("fastattn::gelu_ffn_fwd", mutates_args=())
 def gelu_ffn_fwd(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
@@ -119,24 +143,16 @@ def _gelu_ffn_fake(x, w1, b1, w2, b2, approximate, backend):
 def _ffn_setup_context(ctx, inputs, output):
     x, w1, b1, w2, b2, approximate, backend = inputs
     ctx.approximate = approximate
-    ctx.has = (b1 is not None, b2 is not None)
-    ctx.save_for_backward(x, w1, w2, *(b for b in (b1, b2) if b is not None))
+    save_optional(ctx, x, w1, b1, w2, b2)
+
+
+def _ffn_math(x, w1, b1, w2, b2, approximate, cd):
+    from .reference import ffn_math
+    return ffn_math(FFNInputs(x, w1, b1, w2, b2, approximate, (x.shape[0], w2.shape[0])), cd)
 
 
 def _ffn_backward(ctx, dout):
-    from .reference import ffn_math
-    x, w1, w2, *rest = ctx.saved_tensors
-    it = iter(rest)
-    b1, b2 = (next(it) if h else None for h in ctx.has)
-    cd = torch.float64 if x.dtype == torch.float64 else torch.float32
-    with torch.enable_grad():
-        leaves = [None if t is None else t.detach().requires_grad_(True) for t in (x, w1, b1, w2, b2)]
-        inp = FFNInputs(*leaves, ctx.approximate, (x.shape[0], w2.shape[0]))
-        ref = ffn_math(inp, cd)
-        wrt = [t for t in leaves if t is not None]
-        grads = iter(torch.autograd.grad(ref, wrt, dout.to(cd)))
-    res = [None if t is None else next(grads).to(t.dtype) for t in leaves]
-    return (*res, None, None)
+    return (*recompute_grads(_ffn_math, load_optional(ctx), dout, ctx.approximate), None, None)
 
 
 gelu_ffn_fwd.register_autograd(_ffn_backward, setup_context=_ffn_setup_context)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..library import load_optional, recompute_grads, save_optional
 from . import cuda_ffn, triton_ffn
 
 ACTIVATIONS = ("none", "gelu_erf", "gelu_tanh")
@@ -132,22 +133,11 @@ def _linear_act_fake(x, weight, bias, residual, activation, backend):
 def _linear_act_setup(ctx, inputs, output):
     x, weight, bias, residual, activation, backend = inputs
     ctx.activation = activation
-    ctx.has = (bias is not None, residual is not None)
-    ctx.save_for_backward(x, weight, *(t for t in (bias, residual) if t is not None))
+    save_optional(ctx, x, weight, bias, residual)
 
 
 def _linear_act_backward(ctx, dout):
-    x, weight, *rest = ctx.saved_tensors
-    it = iter(rest)
-    bias, residual = (next(it) if h else None for h in ctx.has)
-    cd = torch.float64 if x.dtype == torch.float64 else torch.float32
-    with torch.enable_grad():
-        leaves = [None if t is None else t.detach().requires_grad_(True) for t in (x, weight, bias, residual)]
-        ref = linear_act_math(*leaves, ctx.activation, cd)
-        wrt = [t for t in leaves if t is not None]
-        grads = iter(torch.autograd.grad(ref, wrt, dout.to(cd)))
-    res = [None if t is None else next(grads).to(t.dtype) for t in leaves]
-    return (*res, None, None)
+    return (*recompute_grads(linear_act_math, load_optional(ctx), dout, ctx.activation), None, None)
 
 
 linear_act_op.register_autograd(_linear_act_backward, setup_context=_linear_act_setup)
@@ -170,22 +160,11 @@ def _residual_layernorm_fake(x, residual, weight, bias, eps, backend):
 def _ln_setup(ctx, inputs, output):
     x, residual, weight, bias, eps, backend = inputs
     ctx.eps = eps
-    ctx.has = (residual is not None, weight is not None, bias is not None)
-    ctx.save_for_backward(x, *(t for t in (residual, weight, bias) if t is not None))
+    save_optional(ctx, x, residual, weight, bias)
 
 
 def _ln_backward(ctx, dout):
-    x, *rest = ctx.saved_tensors
-    it = iter(rest)
-    residual, weight, bias = (next(it) if h else None for h in ctx.has)
-    cd = torch.float64 if x.dtype == torch.float64 else torch.float32
-    with torch.enable_grad():
-        leaves = [None if t is None else t.detach().requires_grad_(True) for t in (x, residual, weight, bias)]
-        ref = layernorm_math(*leaves, ctx.eps, cd)
-        wrt = [t for t in leaves if t is not None]
-        grads = iter(torch.autograd.grad(ref, wrt, dout.to(cd)))
-    res = [None if t is None else next(grads).to(t.dtype) for t in leaves]
-    return (*res, None, None)
+    return (*recompute_grads(layernorm_math, load_optional(ctx), dout, ctx.eps), None, None)
 
 
 residual_layernorm_op.register_autograd(_ln_backward, setup_context=_ln_setup)
