@@ -214,8 +214,23 @@ def _normalize_mask(attn_mask, q, q4, Lq, Lk, is_causal) -> NormalizedMask:
 
 
 # ----------------------------------------------------------------------------------------------- FFN
+class RowInputs:
+    """Shared by the FFN-side input records: ``dtype``/``device`` are ``x``'s, and ``requires_grad``
+    looks at every tensor field (None fields skipped)."""
+
+    @property
+    def dtype(self) -> torch.dtype: return self.x.dtype
+    @property
+    def device(self) -> torch.device: return self.x.device
+
+    @property
+    def requires_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad for t in vars(self).values())
+
+
 @dataclass
-class FFNInputs:
+class FFNInputs(RowInputs):
     """Normalised ``gelu_ffn`` call: ``x`` is ``(T, in)`` (a view of the caller's ``(..., in)``),
     ``w1`` ``(hidden, in)``, ``w2`` ``(out, hidden)`` in ``nn.Linear`` layout, any strides."""
 
@@ -228,10 +243,6 @@ class FFNInputs:
     out_shape: Tuple[int, ...]
 
     @property
-    def dtype(self): return self.x.dtype
-    @property
-    def device(self): return self.x.device
-    @property
     def tokens(self) -> int: return self.x.shape[0]
     @property
     def d_in(self) -> int: return self.w1.shape[1]
@@ -240,10 +251,6 @@ class FFNInputs:
     @property
     def d_out(self) -> int: return self.w2.shape[0]
 
-    @property
-    def requires_grad(self) -> bool:
-        ts = [self.x, self.w1, self.w2] + [b for b in (self.b1, self.b2) if b is not None]
-        return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
     def describe(self) -> str:
         return (f"t{self.tokens}-{self.d_in}x{self.d_hidden}x{self.d_out}-"

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..inputs import RowInputs
 from ..library import load_optional, recompute_grads, save_optional
 from . import cuda_ffn, triton_ffn
 
@@ -35,7 +36,7 @@ def _dt(d: torch.dtype) -> str:
 
 # ---------------------------------------------------------------------------------------------- inputs
 @dataclass
-class LinearActInputs:
+class LinearActInputs(RowInputs):
     """``x (T, in)``, ``weight (out, in)`` any strides, ``bias (out,)``, ``residual (T, out)``."""
 
     x: Tensor
@@ -45,15 +46,6 @@ class LinearActInputs:
     activation: str
     out_shape: Tuple[int, ...]
 
-    @property
-    def dtype(self): return self.x.dtype
-    @property
-    def device(self): return self.x.device
-
-    @property
-    def requires_grad(self) -> bool:
-        ts = [t for t in (self.x, self.weight, self.bias, self.residual) if t is not None]
-        return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
     def describe(self) -> str:
         res = "-residual" if self.residual is not None else ""
@@ -63,7 +55,7 @@ class LinearActInputs:
 
 
 @dataclass
-class LayerNormInputs:
+class LayerNormInputs(RowInputs):
     """``x``, ``residual`` ``(T, N)``; ``weight``, ``bias`` ``(N,)`` or ``None``."""
 
     x: Tensor
@@ -73,15 +65,6 @@ class LayerNormInputs:
     eps: float
     out_shape: Tuple[int, ...]
 
-    @property
-    def dtype(self): return self.x.dtype
-    @property
-    def device(self): return self.x.device
-
-    @property
-    def requires_grad(self) -> bool:
-        ts = [t for t in (self.x, self.residual, self.weight, self.bias) if t is not None]
-        return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
     def describe(self) -> str:
         res = "-residual" if self.residual is not None else ""
