@@ -218,6 +218,8 @@ class RowInputs:
     """Shared by the FFN-side input records: ``dtype``/``device`` are ``x``'s, and ``requires_grad``
     looks at every tensor field (None fields skipped)."""
 
+    dropout_p = 0.0  # no FFN op has dropout
+
     @property
     def dtype(self) -> torch.dtype: return self.x.dtype
     @property

@@ -1,15 +1,16 @@
-"""Backend registry and priority order (first that supports the inputs wins in auto mode)."""
+"""Backends of ``attention`` and ``gelu_ffn``, registered with :mod:`fastattn.dispatch` in priority order."""
 
+from .. import dispatch
+from ..dispatch import PRIORITY
 from .cuda_attention import CudaAttention
 from .cuda_ffn import CudaFFN
 from .torch_backend import TorchAttention, TorchFFN
 from .triton_attention import TritonAttention
 from .triton_ffn import TritonFFN
 
-ATTENTION_BACKENDS = {b.name: b for b in (CudaAttention(), TritonAttention(), TorchAttention())}
-FFN_BACKENDS = {b.name: b for b in (CudaFFN(), TritonFFN(), TorchFFN())}
-#: auto-dispatch order: hand-written CUDA, then Triton, then PyTorch
-PRIORITY = ("cuda", "triton", "torch")
-BACKEND_NAMES = PRIORITY
+for _b in (CudaAttention(), TritonAttention(), TorchAttention(), CudaFFN(), TritonFFN(), TorchFFN()):
+    dispatch.register(_b)
+ATTENTION_BACKENDS = dispatch.backends("attention")
+FFN_BACKENDS = dispatch.backends("gelu_ffn")
 
-__all__ = ["ATTENTION_BACKENDS", "FFN_BACKENDS", "PRIORITY", "BACKEND_NAMES"]
+__all__ = ["ATTENTION_BACKENDS", "FFN_BACKENDS", "PRIORITY"]

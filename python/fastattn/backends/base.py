@@ -19,44 +19,23 @@ from typing import List, Optional
 
 import torch
 
+from .. import dispatch as _dispatch
 
-class Backend:
-    name: str = "?"
-    op: str = "?"
-    #: a fused backward exists (auto-dispatch prefers a backend with one when inputs need grad)
-    supports_backward: bool = False
-    #: dropout is applied in the kernel
-    supports_dropout: bool = False
 
-    _unavailable: Optional[str] = None
-    _checked: bool = False
+class Backend(_dispatch.Backend):
+    """Transitional base of the backends in this package: each still words every reason itself
+    (``DEVICES = ("any",)`` keeps the common device wording out), through :meth:`special_reasons`."""
+
+    DEVICES = ("any",)
 
     def _probe(self) -> Optional[str]:
-        """Return ``None`` if usable on this machine, else the reason. Called once."""
         return None
 
-    def unavailable_reason(self) -> Optional[str]:
-        if not self._checked:
-            try:
-                self._unavailable = self._probe()
-            except Exception as e:  # a broken install must not break the import of fastattn
-                self._unavailable = f"probe failed: {type(e).__name__}: {e}"
-            self._checked = True
-        return self._unavailable
-
-    def reset(self) -> None:
-        """Forget the cached availability (tests flip TRITON_INTERPRET)."""
-        self._checked = False
-        self._unavailable = None
-
-    def not_supported_reasons(self, inp) -> List[str]:
-        raise NotImplementedError
+    def probe(self) -> Optional[str]:
+        return self._probe()
 
     def run(self, inp, out_blhd: bool = False) -> torch.Tensor:
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"<fastattn {self.op} backend {self.name!r}>"
 
 
 class KernelBackend(Backend):

@@ -89,6 +89,7 @@ class CudaAttention(KernelBackend):
     op = "attention"
 
     def __init__(self) -> None:
+        super().__init__()
         self._capabilities: Dict[int, Tuple[int, int]] = {}
         self._facts: Optional[Tuple[str, Tuple[int, ...]]] = None
 
@@ -134,7 +135,7 @@ class CudaAttention(KernelBackend):
         return self._capabilities[idx]
 
     # ------------------------------------------------------------------------------ support
-    def not_supported_reasons(self, inp) -> List[str]:
+    def special_reasons(self, inp) -> List[str]:
         reasons: List[str] = []
         dev = inp.device
         if dev.type != "cuda":
@@ -164,8 +165,6 @@ class CudaAttention(KernelBackend):
                            "and key padding: pass fastattn.KeyPadding / CausalBias instead)")
         if m.key_lengths is not None and (m.key_lengths.is_floating_point() or m.key_lengths.dtype == torch.bool):
             reasons.append(f"key_lengths has dtype {m.key_lengths.dtype}; an integer tensor is needed")
-        if inp.dropout_p > 0:
-            reasons.append(f"dropout_p={inp.dropout_p} > 0 is not implemented in the cuda kernel")
         if inp.Hkv == 0 or inp.Hq % inp.Hkv != 0:
             reasons.append(f"Hq={inp.Hq} is not a multiple of Hkv={inp.Hkv}")
         if inp.Lq > BLOCK_M * MAX_GRID_Y or max(inp.Lq, inp.Lk) > INT32_MAX - 256:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..inputs import RowInputs
 from ..library import load_optional, recompute_grads, save_optional
+from .. import dispatch as _dispatch
 from . import cuda_ffn, triton_ffn
 
 ACTIVATIONS = ("none", "gelu_erf", "gelu_tanh")
@@ -154,10 +155,9 @@ residual_layernorm_op.register_autograd(_ln_backward, setup_context=_ln_setup)
 
 
 # -------------------------------------------------------------------------------------------- backends
-class _Block:
+class _Block(_dispatch.Backend):
     name = "?"
     op = "?"
-    supports_backward = False
 
     def unavailable_reason(self) -> Optional[str]:
         raise NotImplementedError
@@ -199,7 +199,7 @@ class TritonLinearAct(_Block):
 
 
 class TorchLinearAct(_Block):
-    name, op, supports_backward = "torch", "linear_act", True
+    name, op, SUPPORTS_BACKWARD = "torch", "linear_act", True
 
     def unavailable_reason(self):
         return None
@@ -238,7 +238,7 @@ class TritonLayerNorm(_Block):
 
 
 class TorchLayerNorm(_Block):
-    name, op, supports_backward = "torch", "residual_layernorm", True
+    name, op, SUPPORTS_BACKWARD = "torch", "residual_layernorm", True
 
     def unavailable_reason(self):
         return None
@@ -258,9 +258,9 @@ BLOCK_BACKENDS: Dict[str, Dict[str, _Block]] = {
 
 # -------------------------------------------------------------------------------------------- dispatch
 def _register() -> None:
-    from .. import dispatch
-    for op, table in BLOCK_BACKENDS.items():
-        dispatch.register_op(op, table)
+    for table in BLOCK_BACKENDS.values():
+        for b in table.values():
+            _dispatch.register(b)
 
 
 _register()

@@ -47,10 +47,10 @@ def _sdpa_mask(inp: AttentionInputs):
 class TorchAttention(Backend):
     name = "torch"
     op = "attention"
-    supports_backward = True
-    supports_dropout = True
+    SUPPORTS_BACKWARD = True
+    SUPPORTS_DROPOUT = True
 
-    def not_supported_reasons(self, inp: AttentionInputs) -> List[str]:
+    def special_reasons(self, inp: AttentionInputs) -> List[str]:
         return []
 
     def run(self, inp: AttentionInputs, out_blhd: bool = False) -> torch.Tensor:
@@ -68,9 +68,9 @@ class TorchAttention(Backend):
 class TorchFFN(Backend):
     name = "torch"
     op = "gelu_ffn"
-    supports_backward = True
+    SUPPORTS_BACKWARD = True
 
-    def not_supported_reasons(self, inp: FFNInputs) -> List[str]:
+    def special_reasons(self, inp: FFNInputs) -> List[str]:
         return []
 
     def run(self, inp: FFNInputs, out_blhd: bool = False) -> torch.Tensor:

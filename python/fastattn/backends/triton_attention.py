@@ -320,7 +320,7 @@ class TritonAttention(KernelBackend):
             return f"the triton attention kernels failed to import: {type(e).__name__}: {e}"
         return None
 
-    def not_supported_reasons(self, inp) -> List[str]:
+    def special_reasons(self, inp) -> List[str]:
         q, k, v, dense = inp.query, inp.key, inp.value, inp.mask.dense
         dev = q.device
         # the common case (supported inputs) is a handful of comparisons; strings only on failure
