@@ -147,11 +147,11 @@ def test_mismatched_live_activation_not_swapped():
 
 def test_gelu_new_uses_tanh_and_gelu_uses_erf(monkeypatch):
     import fastattn.ops as ops
-    import fastattn.ffn_ops as ffn_ops
+    import fastattn.ffn_blocks as ffn_blocks
     seen = []
-    orig_ffn, orig_lg = ops.gelu_ffn, ffn_ops.linear_gelu
+    orig_ffn, orig_lg = ops.gelu_ffn, ffn_blocks.linear_gelu
     monkeypatch.setattr(ops, "gelu_ffn", lambda *a, **k: seen.append(k["approximate"]) or orig_ffn(*a, **k))
-    monkeypatch.setattr(ffn_ops, "linear_gelu", lambda *a, **k: seen.append(k["approximate"]) or orig_lg(*a, **k))
+    monkeypatch.setattr(ffn_blocks, "linear_gelu", lambda *a, **k: seen.append(k["approximate"]) or orig_lg(*a, **k))
     ids, am = padded_batch(2, 5, "none")
     for kind, act, expect in (("gpt2", "gelu_new", "tanh"), ("gpt2", "gelu", "none"), ("bert", "gelu", "none"),
                               ("bert", "gelu_pytorch_tanh", "tanh")):

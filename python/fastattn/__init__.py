@@ -12,8 +12,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import library as _library  # noqa: F401  (registers the fastattn:: custom ops)
-from . import backends as _backends  # noqa: F401  (registers the backends with fastattn.dispatch)
+from . import library as _library  # noqa: F401  (registers the fastattn::attn_fwd custom op)
+from . import backends as _backends  # noqa: F401  (registers the attention backends with fastattn.dispatch)
+from . import ffn as _ffn  # noqa: F401  (the fastattn:: FFN custom ops and the FFN backends)
 from .dispatch import available_backends
 from .masks import KeyPadding
 from .ops import attention, explain, gelu_ffn

@@ -1,8 +1,8 @@
 """torch.library custom ops for every fused-kernel entry point.
 
-``fastattn::attn_fwd`` and ``fastattn::gelu_ffn_fwd`` wrap the kernel launchers of the ``triton`` and
-``cuda`` backends. Each has a fake (meta) implementation so ``torch.compile(fullgraph=True)`` traces
-through ``fastattn.attention`` / ``fastattn.gelu_ffn`` without graph breaks, and an autograd formula.
+``fastattn::attn_fwd`` wraps the attention launchers of the ``triton`` and ``cuda`` backends. It has a
+fake (meta) implementation so ``torch.compile(fullgraph=True)`` traces through ``fastattn.attention``
+without graph breaks, and an autograd formula. (The FFN's ops are in ``fastattn.ffn.custom_ops``.)
 
 Backward (until fused backward kernels land): the forward is recomputed with the reference math
 (:mod:`fastattn.reference`, float32 for half inputs) under autograd, and its gradient is returned. It is
@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .inputs import AttentionInputs, FFNInputs
+from .inputs import AttentionInputs
 from .masks import NormalizedMask
 
 _CAUSAL_CODES = {None: 0, "top_left": 1, "bottom_right": 2}
@@ -24,8 +24,8 @@ _CAUSAL_NAMES = {v: k for k, v in _CAUSAL_CODES.items()}
 
 
 def _kernel_backend(name: str):
-    from .backends import ATTENTION_BACKENDS, FFN_BACKENDS
-    return ATTENTION_BACKENDS.get(name), FFN_BACKENDS.get(name)
+    from .backends import ATTENTION_BACKENDS
+    return ATTENTION_BACKENDS.get(name)
 
 
 def _rebuild(q, k, v, key_lengths, key_mask, dense, causal, scale) -> AttentionInputs:
@@ -46,7 +46,7 @@ def attn_fwd(q: Tensor, k: Tensor, v: Tensor, key_lengths: Optional[Tensor], key
              ) -> Tuple[Tensor, Tensor]:
     """Fused attention forward on ``(B, H, L, D)`` views; returns ``(out, lse)``, ``lse`` float32
     ``(B, Hq, Lq)`` natural-log (``-inf`` on rows with no visible key)."""
-    attn_backend, _ = _kernel_backend(backend)
+    attn_backend = _kernel_backend(backend)
     inp = _rebuild(q, k, v, key_lengths, key_mask, dense, causal, scale)
     out = _empty_out(q, v, out_blhd)
     lse = attn_backend.launch(inp, out)
@@ -97,66 +97,3 @@ def attention_via_kernel(backend_name: str, inp: AttentionInputs, out_blhd: bool
     out, _ = torch.ops.fastattn.attn_fwd(inp.query, inp.key, inp.value, m.key_lengths, m.key_mask, m.dense,
                                          _CAUSAL_CODES[m.causal], inp.scale, backend_name, out_blhd)
     return out
-
-
-# ------------------------------------------------------------------------------- recompute backward
-def save_optional(ctx, *tensors: Optional[Tensor]) -> None:
-    """``ctx.save_for_backward`` for arguments that may be ``None`` (restored by :func:`load_optional`)."""
-    ctx.present = tuple(t is not None for t in tensors)
-    ctx.save_for_backward(*(t for t in tensors if t is not None))
-
-
-def load_optional(ctx) -> list:
-    it = iter(ctx.saved_tensors)
-    return [next(it) if p else None for p in ctx.present]
-
-
-def recompute_grads(math_fn, tensors, dout: Tensor, *args) -> list:
-    """Gradients of ``math_fn(*tensors, *args, compute_dtype)`` w.r.t. every non-``None`` tensor, by
-    recomputing the op in float32 (float64 for float64 inputs) PyTorch math under autograd: exact,
-    not fused. Returns one entry per tensor (``None`` where the tensor is ``None``)."""
-    cd = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
-    with torch.enable_grad():
-        leaves = [None if t is None else t.detach().requires_grad_(True) for t in tensors]
-        ref = math_fn(*leaves, *args, cd)
-        grads = iter(torch.autograd.grad(ref, [t for t in leaves if t is not None], dout.to(cd)))
-    return [None if t is None else next(grads).to(t.dtype) for t in leaves]
-
-
-# ----------------------------------------------------------------------------------------------- FFN
-@torch.library.custom_op("fastattn::gelu_ffn_fwd", mutates_args=())
-def gelu_ffn_fwd(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
-                 approximate: str, backend: str) -> Tensor:
-    """Fused ``linear -> GELU -> linear`` on ``x`` ``(T, in)``; returns ``(T, out)``."""
-    _, ffn_backend = _kernel_backend(backend)
-    inp = FFNInputs(x, w1, b1, w2, b2, approximate, (x.shape[0], w2.shape[0]))
-    out = x.new_empty((x.shape[0], w2.shape[0]))
-    ffn_backend.launch(inp, out)
-    return out
-
-
-@gelu_ffn_fwd.register_fake
-def _gelu_ffn_fake(x, w1, b1, w2, b2, approximate, backend):
-    return x.new_empty((x.shape[0], w2.shape[0]))
-
-
-def _ffn_setup_context(ctx, inputs, output):
-    x, w1, b1, w2, b2, approximate, backend = inputs
-    ctx.approximate = approximate
-    save_optional(ctx, x, w1, b1, w2, b2)
-
-
-def _ffn_math(x, w1, b1, w2, b2, approximate, cd):
-    from .reference import ffn_math
-    return ffn_math(FFNInputs(x, w1, b1, w2, b2, approximate, (x.shape[0], w2.shape[0])), cd)
-
-
-def _ffn_backward(ctx, dout):
-    return (*recompute_grads(_ffn_math, load_optional(ctx), dout, ctx.approximate), None, None)
-
-
-gelu_ffn_fwd.register_autograd(_ffn_backward, setup_context=_ffn_setup_context)
-
-
-def ffn_via_kernel(backend_name: str, inp: FFNInputs) -> Tensor:
-    return torch.ops.fastattn.gelu_ffn_fwd(inp.x, inp.w1, inp.b1, inp.w2, inp.b2, inp.approximate, backend_name)

@@ -1,6 +1,7 @@
 """What every backend declares (the xformers pattern).
 
-A backend is one way to run one op (``"attention"`` or ``"gelu_ffn"``) on normalised inputs:
+An attention backend is one way to run ``"attention"`` on normalised inputs (the FFN's backends are
+ordinary :class:`fastattn.dispatch.Backend` s in :mod:`fastattn.ffn.backends`):
 
 * :meth:`Backend.unavailable_reason` — ``None`` if it can run on this machine at all, else why not
   (missing Triton, extension not built, no GPU, ...). Cached; cheap to call.
@@ -51,16 +52,10 @@ class KernelBackend(Backend):
         if not inp.requires_grad and not torch.compiler.is_compiling():
             # eager inference: launch directly (the custom-op layer costs tens of microseconds a call,
             # which is more than a decode-sized kernel); autograd and torch.compile go through the op.
-            if self.op == "attention":
-                out = library._empty_out(inp.query, inp.value, out_blhd)
-                self.launch(inp, out)
-                return out
-            out = inp.x.new_empty((inp.x.shape[0], inp.w2.shape[0]))
+            out = library._empty_out(inp.query, inp.value, out_blhd)
             self.launch(inp, out)
             return out
-        if self.op == "attention":
-            return library.attention_via_kernel(self.name, inp, out_blhd)
-        return library.ffn_via_kernel(self.name, inp)
+        return library.attention_via_kernel(self.name, inp, out_blhd)
 
 
 def device_reasons(inp_device: torch.device, *, interpret_ok: bool) -> List[str]:

@@ -1,4 +1,4 @@
-"""The ``torch`` backend: PyTorch's own ``scaled_dot_product_attention`` (and ``F.linear``/``F.gelu``),
+"""The ``torch`` attention backend: PyTorch's own ``scaled_dot_product_attention``,
 with fastattn's semantics on top. It runs everywhere (CPU, any GPU, float64), supports every mask form,
 dropout and autograd, and is what a CPU user gets.
 
@@ -14,7 +14,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from ..inputs import AttentionInputs, FFNInputs
+from ..inputs import AttentionInputs
 from .base import Backend
 
 
@@ -63,16 +63,3 @@ class TorchAttention(Backend):
         if out_blhd:
             res = res.transpose(1, 2).contiguous().transpose(1, 2)
         return res
-
-
-class TorchFFN(Backend):
-    name = "torch"
-    op = "gelu_ffn"
-    SUPPORTS_BACKWARD = True
-
-    def special_reasons(self, inp: FFNInputs) -> List[str]:
-        return []
-
-    def run(self, inp: FFNInputs, out_blhd: bool = False) -> torch.Tensor:
-        h = F.gelu(F.linear(inp.x, inp.w1, inp.b1), approximate=inp.approximate)
-        return F.linear(h, inp.w2, inp.b2)

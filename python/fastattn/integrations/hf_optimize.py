@@ -54,7 +54,7 @@ def _use_stock(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def _bert_intermediate(approximate: str) -> Callable:
     """``BertIntermediate``: ``act(dense(x))`` -> ``linear_gelu``."""
-    from ..ffn_ops import linear_gelu
+    from ..ffn_blocks import linear_gelu
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if _use_stock(hidden_states, self.dense.weight):
@@ -66,7 +66,7 @@ def _bert_intermediate(approximate: str) -> Callable:
 def _bert_output(approximate: Optional[str]) -> Callable:
     """``BertOutput`` / ``BertSelfOutput``: ``LayerNorm(dropout(dense(x)) + input)`` ->
     ``linear_residual`` then ``residual_layernorm``, with HF's dropout between them in training."""
-    from ..ffn_ops import linear_residual, residual_layernorm
+    from ..ffn_blocks import linear_residual, residual_layernorm
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         if _use_stock(hidden_states, self.dense.weight):
