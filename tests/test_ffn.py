@@ -520,3 +520,32 @@ def test_activation_is_the_one_table():
     codes = dict((n.strip(), int(v)) for n, v in re.findall(r"(\w+)\s*=\s*(\d+)", enums[0]))
     assert codes == {"kNone": 0, "kGeluErf": 1, "kGeluTanh": 2} == {
         "kNone": int(Activation.NONE), "kGeluErf": int(Activation.GELU_ERF), "kGeluTanh": int(Activation.GELU_TANH)}
+
+
+# ------------------------------------------------------------------------------------ strided operands
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_strided_bias_is_read_through_its_stride(dtype):
+    """A bias view with stride 2 (``torch.randn(2N)[::2]``): the Triton GEMM epilogue must read it through
+    its stride (it read it as contiguous: max error 2.4 for linear_residual, 12.3 for gelu_ffn), forced
+    and in auto mode (where a GPU hands it to Triton because the cuda backend refuses it)."""
+    g = _seed("strided-bias", dtype)
+    T, d_in, d_hidden = 19, 32, 48
+    x, w1, _, w2, _ = _ffn_params(T, d_in, d_hidden, dtype, "linear", False, g)
+    b1 = torch.randn(2 * d_hidden, generator=g).to(dtype).to(DEV)[::2]
+    b2 = torch.randn(2 * d_in, generator=g).to(dtype).to(DEV)[::2]
+    res = torch.randn(T, d_hidden, generator=g).to(dtype).to(DEV)
+    assert b1.stride() == (2,) and b2.stride() == (2,)
+    ref = F.linear(x.double(), w1.double(), b1.double()) + res.double()
+    naive = F.linear(x, w1, b1) + res
+    for backend in ("triton", None):
+        out = ffn_blocks.linear_residual(x, w1, b1, res, backend=backend)
+        assert_close(out, ref, naive, dtype, f"linear_residual-strided-bias-{backend}")
+        out = fastattn.gelu_ffn(x, w1, b1, w2, b2, backend=backend)
+        assert_close(out, reference.gelu_ffn(x, w1, b1, w2, b2),
+                     reference.gelu_ffn(x, w1, b1, w2, b2, compute_dtype=None), dtype, f"gelu_ffn-strided-bias-{backend}")
+    # the LayerNorm's weight and bias are read through their strides too
+    lw = (torch.rand(2 * d_hidden, generator=g) + 0.5).to(dtype).to(DEV)[::2]
+    out = ffn_blocks.residual_layernorm(res, None, lw, b1, 1e-5, backend="triton")
+    assert_close(out, F.layer_norm(res.double(), (d_hidden,), lw.double(), b1.double(), 1e-5),
+                 F.layer_norm(res, (d_hidden,), lw, b1, 1e-5), dtype, "layernorm-strided-params")

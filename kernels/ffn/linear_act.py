@@ -7,7 +7,7 @@ One kernel serves both halves of the feed-forward:
 
 ``x`` is ``(M, K)``, ``w`` is ``(N, K)`` in ``nn.Linear`` layout read through its strides, so both the
 row-major ``nn.Linear`` weight (strides ``(K, 1)``) and GPT-2's ``Conv1D`` weight passed as ``.t()``
-(strides ``(1, N)``) are read in place. The accumulator,
+(strides ``(1, N)``) are read in place; the bias ``(N,)`` is read through its stride too. The accumulator,
 the bias add and the activation are fp32; the result is rounded once to the output dtype. fp32 operands
 use ``input_precision="ieee"`` (never TF32).
 
@@ -124,6 +124,7 @@ def linear_act_kernel(
     M, N, K, M_BUCKET,
     stride_xm, stride_xk,
     stride_wn, stride_wk,
+    stride_bn,
     stride_rm, stride_rn,
     stride_ym, stride_yn,
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
@@ -186,7 +187,7 @@ def linear_act_kernel(
 
     # epilogue, fp32: bias -> activation -> residual -> one rounding
     if HAS_BIAS:
-        bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        bias = tl.load(b_ptr + offs_n.to(tl.int64) * stride_bn, mask=n_ok, other=0.0).to(tl.float32)
         acc += bias[None, :]
     acc = apply_activation(acc, ACTIVATION)
     om = offs_m.to(tl.int64)

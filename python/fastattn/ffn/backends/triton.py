@@ -78,6 +78,7 @@ class TritonLinearAct(LinearActBackend):
             M=M, N=N, K=Kdim, M_BUCKET=triton.next_power_of_2(M),
             stride_xm=x.stride(0), stride_xk=x.stride(1),
             stride_wn=weight.stride(0), stride_wk=weight.stride(1),
+            stride_bn=bias.stride(0) if has_bias else 0,
             stride_rm=residual.stride(0) if has_res else 0, stride_rn=residual.stride(1) if has_res else 0,
             stride_ym=out.stride(0), stride_yn=out.stride(1),
             HAS_BIAS=has_bias, HAS_RESIDUAL=has_res, ACTIVATION=int(activation),
