@@ -549,3 +549,63 @@ def test_strided_bias_is_read_through_its_stride(dtype):
     out = ffn_blocks.residual_layernorm(res, None, lw, b1, 1e-5, backend="triton")
     assert_close(out, F.layer_norm(res.double(), (d_hidden,), lw.double(), b1.double(), 1e-5),
                  F.layer_norm(res, (d_hidden,), lw, b1, 1e-5), dtype, "layernorm-strided-params")
+
+
+# ------------------------------------------------------------------------------ cuda backend: fp32 policy
+def test_cuda_fp32_never_uses_the_cublaslt_gelu_epilogue():
+    """fp32 must be computed to fp32 accuracy, and cuBLASLt's GELU epilogue's accuracy is undocumented:
+    for fp32 the cuda backend runs GEMM + BIAS, then fastattn's own fp32 GELU (``_C.bias_act``). The
+    fused tanh epilogue stays for float16/bfloat16; the exact-erf GELU never uses it."""
+    E = ffn_cuda
+    Act = ffn_cuda.Activation
+    epi = ffn_cuda.CudaLinearAct.epilogue
+    assert epi(torch.float32, Act.GELU_TANH) == (E.EPI_BIAS, Act.GELU_TANH)
+    assert epi(torch.float32, Act.GELU_ERF) == (E.EPI_BIAS, Act.GELU_ERF)
+    assert epi(torch.float32, Act.NONE) == (E.EPI_BIAS, Act.NONE)
+    for dt in (torch.float16, torch.bfloat16):
+        assert epi(dt, Act.GELU_TANH) == (E.EPI_GELU_TANH_BIAS, Act.NONE)
+        assert epi(dt, Act.GELU_ERF) == (E.EPI_BIAS, Act.GELU_ERF)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_cuda_launcher_calls_follow_the_epilogue_policy(monkeypatch, dtype):
+    """What the launcher really asks of the extensions (recorded by stand-ins, so it runs without a GPU):
+    fp32 tanh GELU = a BIAS-epilogue GEMM + bias_act(gelu_tanh) in place; fp16 = the fused epilogue alone."""
+    calls = []
+
+    class Blas:
+        def gemm(self, *a):
+            calls.append(("gemm", a))
+
+    class C:
+        def bias_act(self, *a):
+            calls.append(("bias_act", a))
+
+    monkeypatch.setattr(ffn_cuda, "_ext", lambda name: ((Blas() if name == "_C_blas" else C()), None))
+    monkeypatch.setattr(ffn_cuda, "_stream", lambda dev: 7)
+    x, w, b = torch.randn(5, 8).to(dtype), torch.randn(6, 8).to(dtype), torch.randn(6).to(dtype)
+    out = torch.empty(5, 6, dtype=dtype)
+    ffn_cuda.CudaLinearAct().launch(x, w, b, None, ffn_cuda.Activation.GELU_TANH, out)
+    (name, gemm), *rest = calls
+    assert name == "gemm" and gemm[3] == ffn_cuda.DTYPE_CODES[dtype] and gemm[10] == b.data_ptr()
+    if dtype == torch.float32:
+        assert gemm[15] == ffn_cuda.EPI_BIAS
+        assert rest == [("bias_act", (out.data_ptr(), 0, 5, 6, 6, 2, int(ffn_cuda.Activation.GELU_TANH), 7))]
+    else:
+        assert gemm[15] == ffn_cuda.EPI_GELU_TANH_BIAS and rest == []
+
+
+def test_cublaslt_gemms_never_request_tf32():
+    """Every cuBLASLt matmul descriptor in csrc is created with compute type CUBLAS_COMPUTE_32F (fp32
+    accumulation for every dtype), and no TF32 / reduced-precision compute type appears anywhere."""
+    import pathlib
+    import re
+    root = pathlib.Path(__file__).resolve().parents[1] / "csrc"
+    strip = (lambda s: re.sub(r"//[^\n]*|/\*.*?\*/", "", s, flags=re.S))  # code, not comments
+    sources = {f: strip(f.read_text()) for f in root.rglob("*") if f.suffix in (".cpp", ".cu", ".h", ".cuh")}
+    creates = [(f.name, m) for f, s in sources.items()
+               for m in re.findall(r"cublasLtMatmulDescCreate\(\s*[^,]+,\s*([A-Za-z0-9_]+)", s)]
+    assert creates, "no cublasLtMatmulDescCreate call found under csrc/"
+    assert all(m == "CUBLAS_COMPUTE_32F" for _, m in creates), creates
+    for f, s in sources.items():
+        assert not re.search(r"FAST_TF32|FAST_16F|FAST_16BF|TF32_TENSOR_OP|CUBLAS_COMPUTE_16F", s), f

@@ -7,7 +7,10 @@ How ``act(x @ w.T + b) (+ residual)`` runs (:meth:`CudaLinearAct.epilogue`, the 
 * exact-erf GELU (``approximate="none"``): GEMM + ``BIAS`` epilogue, then ``_C.bias_act`` applies the erf
   GELU in place (fp32 math). cuBLASLt has no erf GELU; its ``GELU`` epilogue is the tanh form, never
   substituted for the exact one;
-* tanh GELU: one GEMM with ``CUBLASLT_EPILOGUE_GELU_BIAS``.
+* tanh GELU, float16/bfloat16: one GEMM with ``CUBLASLT_EPILOGUE_GELU_BIAS``;
+* tanh GELU, float32: GEMM + ``BIAS``, then ``_C.bias_act``'s tanh GELU. How accurate cuBLASLt's GELU
+  epilogue is is not documented, and fp32 inputs must be computed to fp32 accuracy (DESIGN.md), so fp32
+  takes the path whose every step is known: an fp32-compute GEMM and our own fp32 activation.
 
 Every GEMM is computed with ``CUBLAS_COMPUTE_32F`` (fp32 accumulation; never ``..._FAST_TF32``), split-K
 reductions in fp32 (``csrc/blas/cublaslt_gemm.cpp``). Residual + LayerNorm is ``_C.residual_layernorm``.
@@ -108,9 +111,9 @@ class CudaLinearAct(LinearActBackend):
 
     @staticmethod
     def epilogue(dtype: torch.dtype, activation: Activation) -> Tuple[int, Activation]:
-        """``(cuBLASLt epilogue code, activation _C.bias_act applies afterwards in place)`` (see the module
-        docstring); ``Activation.NONE`` = no pass."""
-        if activation is Activation.GELU_TANH:
+        """``(cuBLASLt epilogue code, activation _C.bias_act applies afterwards in place)``: the tanh GELU
+        epilogue only for float16/bfloat16 (see the module docstring); ``Activation.NONE`` = no pass."""
+        if activation is Activation.GELU_TANH and dtype != torch.float32:
             return EPI_GELU_TANH_BIAS, Activation.NONE
         return EPI_BIAS, activation
 
