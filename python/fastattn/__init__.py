@@ -23,8 +23,10 @@ __all__ = ["attention", "gelu_ffn", "available_backends", "explain", "KeyPadding
            "__version__"]
 
 
-def optimize(model, *, attention: bool = True, ffn: bool = True):
-    """Swap fastattn into a Hugging Face model in place and return it (see fastattn.integrations)."""
+def optimize(model, *, attention: bool = True, ffn=True):
+    """Swap fastattn into a Hugging Face model in place and return it (see fastattn.integrations).
+    ``ffn=True`` swaps a feed-forward only where the fused path is at least as fast as the stock module on
+    its device (so never on a CPU); ``ffn="always"`` swaps every supported one; ``describe`` says which."""
     from .integrations import optimize as _optimize
     return _optimize(model, attention=attention, ffn=ffn)
 

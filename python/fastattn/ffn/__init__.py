@@ -12,6 +12,7 @@ Public functions: ``fastattn.gelu_ffn`` and the building blocks of ``fastattn.ff
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -33,18 +34,28 @@ del _lin, _ln
 OPS = ("linear_act", "residual_layernorm", "gelu_ffn")
 
 
-def fused_beats_eager(weight: torch.Tensor, activation: Activation = Activation.NONE,
-                      backend: Optional[str] = None) -> Optional[str]:
-    """``None`` when the ``linear_act`` backend that inference would pick for an ``nn.Linear`` with this
-    weight (its device and dtype; ``backend``/``FASTATTN_BACKEND`` as everywhere) runs at least as fast
-    as the stock module, else why not. ``fastattn.optimize`` swaps a feed-forward module only then."""
+@dataclass(frozen=True)
+class SwapDecision:
+    """What inference would run for an ``nn.Linear`` of a feed-forward, and whether that beats the stock
+    module: ``why_not is None`` means at least as fast (``fastattn.optimize`` swaps the module)."""
+
+    backend: Optional[str]
+    why_not: Optional[str]
+    fused_backward: bool
+
+
+def swap_decision(weight: torch.Tensor, activation: Activation = Activation.NONE,
+                  backend: Optional[str] = None) -> SwapDecision:
+    """Which ``linear_act`` backend inference (no autograd) would pick for an ``nn.Linear`` with this
+    ``(out, in)`` weight (its device and dtype; ``backend`` / ``FASTATTN_BACKEND`` as everywhere), and
+    whether it runs at least as fast as the stock module there (:meth:`FFNBackend.beats_eager`)."""
     x = torch.empty((1, weight.shape[1]), dtype=weight.dtype, device="meta")
     p = LinearAct(x, weight.detach(), None, None, activation, (1, weight.shape[0]))
     try:
         chosen = dispatch.select("linear_act", p, backend)
     except BackendError as e:
-        return str(e)
-    return chosen.beats_eager(weight.device)
+        return SwapDecision(None, str(e), False)
+    return SwapDecision(chosen.name, chosen.beats_eager(weight.device), chosen.SUPPORTS_BACKWARD)
 
 
-__all__ = ["Activation", "LinearAct", "ResidualLayerNorm", "GeluFFN", "OPS", "fused_beats_eager"]
+__all__ = ["Activation", "LinearAct", "ResidualLayerNorm", "GeluFFN", "OPS", "SwapDecision", "swap_decision"]
