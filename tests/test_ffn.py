@@ -419,6 +419,13 @@ def test_autotune_prune_picks_arch_list_and_fits(monkeypatch):
     for c in a:
         kw = c.kwargs
         assert c.num_stages * (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * 2 <= 99 * 1024
+    # register budget (compile-only calibration, kernels/ffn/linear_act.py): 128 accumulator values per
+    # thread spilled, so no list holds such a config and the prune drops one it is handed
+    assert all(K.acc_per_thread(c) <= K.MAX_ACC_PER_THREAD for c in K.CONFIGS_SM90 + K.CONFIGS_SM80)
+    spiller = K._cfg(128, 256, 64, 8, 3)
+    monkeypatch.setattr(K, "_device_facts", lambda x: (9, 227 * 1024))
+    kept = K.prune_configs([spiller, K._cfg(128, 128, 64, 8, 4)], {"x_ptr": x16}, M=16384, N=3072)
+    assert [c.kwargs["BLOCK_N"] for c in kept] == [128]
     monkeypatch.setattr(K, "_device_facts", lambda x: (8, 1024))  # nothing fits: still one config
     assert len(K.prune_configs(K.linear_act_kernel_tuned.configs, {"x_ptr": x16}, M=64, N=64)) == 1
 

@@ -29,12 +29,17 @@ def _cfg(bm, bn, bk, warps, stages, group_m=8):
                          num_warps=warps, num_stages=stages)
 
 
-#: Hopper (sm_90, 228 KB shared memory per SM): large tiles, deep pipelines.
+#: Register budget: the fp32 accumulator tile per thread, ``BLOCK_M * BLOCK_N / (32 * num_warps)``, at most
+#: this many values. Calibrated on compile-only builds (triton 3.9 + ptxas, sm_80 and sm_90; fp16 and fp32;
+#: erf/tanh GELU, residual, nn.Linear and Conv1D .t() weights): every config holding 128 values spilled
+#: in some epilogue (sm_90 fp16: 128x256x64/8 warps 100-224 B, 256x128x64/8 warps 48-328 B, 128x128x64/
+#: 4 warps with a GELU 204-280 B; sm_80 fp32: 1.3-1.9 KB in every epilogue), none holding 64 or fewer did
+#: (``tests/test_compile_ffn_sm90.py`` keeps checking the kept configs).
+MAX_ACC_PER_THREAD = 64
+
+#: Hopper (sm_90, 228 KB shared memory per SM): deep pipelines, 64 accumulator values per thread at most.
 CONFIGS_SM90 = [
-    _cfg(128, 256, 64, 8, 3),
-    _cfg(256, 128, 64, 8, 3),
     _cfg(128, 128, 64, 8, 4),
-    _cfg(128, 128, 64, 4, 4),
     _cfg(128, 64, 64, 4, 4),
     _cfg(64, 128, 64, 4, 4),
     _cfg(64, 64, 64, 4, 4),
@@ -45,9 +50,6 @@ CONFIGS_SM90 = [
 ]
 #: Ampere (sm_80/86/89, 100-164 KB shared memory): same shapes, shallower pipelines.
 CONFIGS_SM80 = [
-    _cfg(128, 256, 32, 8, 3),
-    _cfg(256, 128, 32, 8, 3),
-    _cfg(128, 128, 32, 4, 4),
     _cfg(128, 128, 64, 8, 3),
     _cfg(128, 64, 32, 4, 4),
     _cfg(64, 128, 32, 4, 4),
@@ -81,10 +83,16 @@ def _elem_bytes(t) -> int:
         return 2
 
 
+def acc_per_thread(c) -> float:
+    """fp32 accumulator values each thread holds for config ``c``."""
+    return c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] / (32 * c.num_warps)
+
+
 def prune_configs(configs, named_args, **kwargs):
     """Keep the configs of this device's list that fit its shared memory and the problem.
 
     * arch: sm_90+ gets :data:`CONFIGS_SM90`, everything else :data:`CONFIGS_SM80`;
+    * registers: at most :data:`MAX_ACC_PER_THREAD` accumulator values per thread (more spilled);
     * shared memory: ``stages * (BLOCK_M + BLOCK_N) * BLOCK_K * elem_bytes`` must fit;
     * problem size: tiles much larger than ``M`` (few tokens) or ``N`` waste the machine, so a config
       whose ``BLOCK_M`` exceeds ``max(32, next_pow2(M))`` is dropped (likewise ``BLOCK_N``); fp32
@@ -103,7 +111,7 @@ def prune_configs(configs, named_args, **kwargs):
     for c in arch:
         kw = c.kwargs
         need = c.num_stages * (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * eb
-        if need > smem:
+        if need > smem or acc_per_thread(c) > MAX_ACC_PER_THREAD:
             continue
         if kw["BLOCK_M"] > m_cap or kw["BLOCK_N"] > n_cap:
             continue
@@ -111,8 +119,8 @@ def prune_configs(configs, named_args, **kwargs):
             continue
         keep.append(c)
     if not keep:
-        keep = [min(arch, key=lambda c: c.num_stages * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"])
-                    * c.kwargs["BLOCK_K"])]
+        keep = [min(arch, key=lambda c: (acc_per_thread(c) > MAX_ACC_PER_THREAD, c.num_stages
+                                         * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"]) * c.kwargs["BLOCK_K"]))]
     return keep
 
 
