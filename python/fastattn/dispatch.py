@@ -145,11 +145,22 @@ def backends(op: str) -> Dict[str, Backend]:
         raise ValueError(f"unknown fastattn op {op!r}; registered: {ops()}") from None
 
 
+_RESET_HOOKS = []
+
+
+def on_reset(fn) -> None:
+    """Call ``fn()`` on :func:`reset` (the plan caches register here)."""
+    _RESET_HOOKS.append(fn)
+
+
 def reset() -> None:
-    """Forget every cached availability probe (tests flip TRITON_INTERPRET)."""
+    """Forget every cached availability probe and dispatch decision (tests flip TRITON_INTERPRET or
+    replace backends)."""
     for table in _REGISTRY.values():
         for b in table.values():
             b.reset()
+    for fn in _RESET_HOOKS:
+        fn()
 
 
 def requested_backend(backend: Optional[str]) -> Optional[str]:
