@@ -152,7 +152,7 @@ def test_reasons_dtype(dtype, text):
 
 @pytest.mark.parametrize("E", [16, 72, 112, 160])
 def test_reasons_head_dim(E):
-    assert _has(_reasons(_inp(E=E)), f"head dim {E} is not supported by the cuda kernel")
+    assert _has(_reasons(_inp(E=E)), f"head dim E={E} is not supported by the cuda kernel")
 
 
 @pytest.mark.parametrize("E", DEFAULT_HEAD_DIMS)

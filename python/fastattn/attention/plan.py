@@ -19,6 +19,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from .. import dispatch
+from ..runtime import getenv
 from ..dispatch import ENV_VAR
 
 _PLANS: Dict[tuple, "AttnPlan"] = {}
@@ -57,8 +58,8 @@ def signature(inp, backend: Optional[str]) -> tuple:
     if dev.type == "cuda" and not torch.compiler.is_compiling():
         align = (q.data_ptr() | k.data_ptr() | v.data_ptr()) & 15  # the cuda kernel's 16-byte loads
     return (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, dev, align,
-            inp.mask.signature, inp.dropout_p > 0, inp.requires_grad, backend, os.environ.get(ENV_VAR),
-            os.environ.get("TRITON_INTERPRET"))
+            inp.mask.signature, inp.dropout_p > 0, inp.requires_grad, backend, getenv(ENV_VAR),
+            getenv("TRITON_INTERPRET"))
 
 
 def plan_for(inp, backend: Optional[str] = None) -> AttnPlan:

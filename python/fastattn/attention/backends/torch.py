@@ -16,6 +16,37 @@ from ...inputs import AttentionInputs
 from .base import AttnBackend
 
 
+_ZERO_EMPTY = {}
+
+
+def sdpa_zeroes_empty_rows(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether PyTorch's SDPA on this device type and dtype already gives fastattn's empty-row result
+    (output exactly 0, gradients 0, never NaN) for a fully masked row, with a bool and with a ``-inf``
+    float mask. Probed once per (CPU, dtype) on a tiny problem; CUDA keeps the explicit fix-ups (which
+    SDPA kernel runs there depends on the shape, so a tiny probe would prove nothing)."""
+    if device.type != "cpu":
+        return False
+    ok = _ZERO_EMPTY.get(dtype)
+    if ok is None:
+        ok = True
+        try:
+            with torch.enable_grad():
+                g = torch.Generator().manual_seed(0)
+                q, k, v = (torch.randn(1, 2, 3, 8, generator=g).to(dtype).requires_grad_(True) for _ in range(3))
+                keep = torch.ones(1, 1, 3, 3, dtype=torch.bool)
+                keep[..., 1, :] = False
+                bias = torch.zeros(1, 1, 3, 3, dtype=dtype).masked_fill(~keep, float("-inf"))
+                for m in (keep, bias):
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+                    dq, dk, dv = torch.autograd.grad(out.sum(), (q, k, v))
+                    ok = ok and bool((out[..., 1, :] == 0).all()) and bool((dq[..., 1, :] == 0).all()) \
+                        and all(bool(t.isfinite().all()) for t in (out, dq, dk, dv))
+        except Exception:  # noqa: BLE001 - any failure: keep the explicit fix-ups
+            ok = False
+        _ZERO_EMPTY[dtype] = ok
+    return ok
+
+
 def _sdpa_mask(inp: AttentionInputs):
     """Return ``(attn_mask, is_causal, row_has)`` for SDPA; ``row_has`` is ``None`` when no row can be
     empty, else a bool ``(B|1, Hq|1, Lq, 1)`` that the output is multiplied by."""
@@ -29,6 +60,10 @@ def _sdpa_mask(inp: AttentionInputs):
         return None, True, None
     keep = m.keep(inp.B, inp.Lq, inp.Lk, inp.device)
     bias = m.bias()
+    if (bias is None or bias.dtype == inp.dtype) and sdpa_zeroes_empty_rows(inp.device, inp.dtype):
+        if bias is None:  # SDPA itself gives 0 on fully masked rows here: pass the mask as is
+            return keep, False, None
+        return (bias if keep is None else bias.masked_fill(~keep, float("-inf"))), False, None
     if bias is not None:
         neginf = torch.isneginf(bias)
         keep = ~neginf if keep is None else keep & ~neginf
