@@ -211,7 +211,7 @@ def test_routing(monkeypatch):
     from fastattn.kernels import attention as K
     from fastattn.kernels import attention_decode as KD
     from fastattn.attention.backends import triton as TA
-    assert TA._DECODE_MAX_LQ == KD.DECODE_MAX_LQ
+    assert TA.DECODE_MAX_LQ == KD.DECODE_MAX_LQ
     seen = []
 
     def spy(name, kern):

@@ -29,6 +29,8 @@ from typing import Optional
 
 import torch
 
+from .errors import InputError, InputTypeError
+
 __all__ = ["KeyPadding", "NormalizedMask", "CAUSAL_VARIANTS", "CAUSAL_CODES", "CAUSAL_NAMES"]
 
 CAUSAL_VARIANTS = (None, "top_left", "bottom_right")
@@ -56,18 +58,18 @@ class KeyPadding:
     def __init__(self, lengths: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
                  causal: Optional[str] = None):
         if (lengths is None) == (mask is None):
-            raise ValueError("KeyPadding: give exactly one of lengths= (B,) or mask= (B, Lk)")
+            raise InputError("KeyPadding: give exactly one of lengths= (B,) or mask= (B, Lk)")
         if causal not in CAUSAL_VARIANTS:
-            raise ValueError(f"KeyPadding: causal must be one of {CAUSAL_VARIANTS}, got {causal!r}")
+            raise InputError(f"KeyPadding: causal must be one of {CAUSAL_VARIANTS}, got {causal!r}")
         if lengths is not None:
             if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1 or lengths.is_floating_point() \
                     or lengths.dtype == torch.bool:
-                raise TypeError("KeyPadding: lengths must be a 1-D integer tensor of shape (B,)")
+                raise InputTypeError("KeyPadding: lengths must be a 1-D integer tensor of shape (B,)")
         if mask is not None:
             if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
-                raise TypeError("KeyPadding: mask must be a 2-D tensor of shape (B, Lk)")
+                raise InputTypeError("KeyPadding: mask must be a 2-D tensor of shape (B, Lk)")
             if mask.dtype != torch.bool:
-                raise TypeError(f"KeyPadding: mask must be bool (True = visible), got {mask.dtype}; "
+                raise InputTypeError(f"KeyPadding: mask must be bool (True = visible), got {mask.dtype}; "
                                 "convert an HF 0/1 attention_mask with .bool()")
         self.lengths = lengths
         self.mask = mask

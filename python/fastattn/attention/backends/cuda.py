@@ -30,6 +30,7 @@ import torch
 from ...masks import CAUSAL_CODES
 from ...runtime import cuda_device_reason, device_guard, device_info, load_ext
 from .base import AttnBackend
+from .triton import DECODE_MAX_LQ  # the Triton decode path (GQA-packed, split-KV) serves these
 
 _DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
 #: head dims compiled into ``fastattn._C`` (the built extension's own list wins when it loads)
@@ -155,6 +156,16 @@ class CudaAttention(AttnBackend):
         if inp.dtype in _DTYPE_CODES:
             for name, t in (("query", inp.query), ("key", inp.key), ("value", inp.value)):
                 reasons += _alignment_reasons(name, t)
+        return reasons
+
+    def auto_reasons(self, inp) -> List[str]:
+        reasons = super().auto_reasons(inp)
+        if inp.Lq <= DECODE_MAX_LQ and inp.mask.dense is None:
+            from ... import dispatch
+            triton = dispatch.backends("attention").get("triton")
+            if triton is not None and not dispatch.reasons_against("attention", "triton", inp, auto=True):
+                reasons.append(f"decode-sized query (Lq={inp.Lq} <= {DECODE_MAX_LQ}): the triton split-KV decode "
+                               "kernel serves it (this kernel runs whole 64-row query tiles and has no split-KV)")
         return reasons
 
     # ------------------------------------------------------------------------------ launch

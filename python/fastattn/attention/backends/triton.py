@@ -84,7 +84,7 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
 
     dense = m.dense
     if path is None:
-        path = "decode" if (Lq <= _DECODE_MAX_LQ and dense is None and config is None) else "prefill"
+        path = "decode" if (Lq <= DECODE_MAX_LQ and dense is None and config is None) else "prefill"
     elif path == "decode" and dense is not None:
         raise ValueError("the decode kernel has no dense mask; use path='prefill'")
 
@@ -158,7 +158,7 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
     return lse
 
 
-_DECODE_MAX_LQ = 16  # == fastattn.kernels.attention_decode.DECODE_MAX_LQ (checked in the tests)
+DECODE_MAX_LQ = 16  # == fastattn.kernels.attention_decode.DECODE_MAX_LQ (checked in the tests)
 
 
 def _launch_decode(q, k, v, out, lse, key_lens, key_mask, key_range, qs, ks, vs, ost,
