@@ -36,12 +36,11 @@ def null_kernels() -> Iterator[Dict[str, int]]:
     import torch
 
     from fastattn import dispatch
-    from fastattn.backends import ATTENTION_BACKENDS
-    from fastattn.backends.base import KernelBackend
+    from fastattn.attention.backends.base import AttnBackend
     from fastattn.ffn.backends import GeluFFNBackend, LinearActBackend
     counts = {"attention": 0, "gelu_ffn": 0}
 
-    class NullAttention(KernelBackend):
+    class NullAttention(AttnBackend):
         name, op = "triton", "attention"
 
         def _probe(self):
@@ -50,7 +49,7 @@ def null_kernels() -> Iterator[Dict[str, int]]:
         def not_supported_reasons(self, inp):
             return []
 
-        def launch(self, inp, out):
+        def launch(self, inp, out, rng=(0, 0)):
             counts["attention"] += 1
             return inp.query.new_empty((inp.B, inp.Hq, inp.Lq), dtype=torch.float32)
 
@@ -61,7 +60,7 @@ def null_kernels() -> Iterator[Dict[str, int]]:
             counts["gelu_ffn"] += 1
 
     null_linear = NullLinearAct()
-    tables = (ATTENTION_BACKENDS, dispatch.backends("linear_act"), dispatch.backends("gelu_ffn"))
+    tables = (dispatch.backends("attention"), dispatch.backends("linear_act"), dispatch.backends("gelu_ffn"))
     saved = [t["triton"] for t in tables]
     for t, b in zip(tables, (NullAttention(), null_linear, GeluFFNBackend(null_linear))):
         t["triton"] = b

@@ -10,14 +10,14 @@ import torch.nn.functional as F
 
 import fastattn
 from fastattn import dispatch
-from fastattn.backends import ATTENTION_BACKENDS
-from fastattn.backends.base import KernelBackend
+ATTENTION_BACKENDS = dispatch.backends("attention")
+from fastattn.attention.backends.base import AttnBackend
 from fastattn.ffn.backends import GeluFFNBackend, LayerNormBackend, LinearActBackend
 from fastattn.ffn.reference import layernorm_math, linear_act_math
 from fastattn.reference import attention_math
 
 
-class _RefAttention(KernelBackend):
+class _RefAttention(AttnBackend):
     name, op = "triton", "attention"
     calls = 0
 
@@ -27,7 +27,7 @@ class _RefAttention(KernelBackend):
     def not_supported_reasons(self, inp):
         return []
 
-    def launch(self, inp, out):
+    def launch(self, inp, out, rng=(0, 0)):
         type(self).calls += 1
         o, lse = attention_math(inp, torch.float32, return_lse=True)
         out.copy_(o)

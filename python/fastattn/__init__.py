@@ -12,15 +12,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import library as _library  # noqa: F401  (registers the fastattn::attn_fwd custom op)
-from . import backends as _backends  # noqa: F401  (registers the attention backends with fastattn.dispatch)
-from . import ffn as _ffn  # noqa: F401  (the fastattn:: FFN custom ops and the FFN backends)
+from . import attention as _attention_pkg  # noqa: F401  (attention ops and backends)
+from . import ffn as _ffn_pkg  # noqa: F401  (fastattn:: FFN ops and backends, registered with fastattn.dispatch)
 from .dispatch import available_backends
+from .errors import BackendError, InputError, InputTypeError
 from .masks import KeyPadding
-from .ops import attention, explain, gelu_ffn
+from .attention.api import attention, explain  # (rebinds the name `attention` from the subpackage)
+from .ops import gelu_ffn
 
 __all__ = ["attention", "gelu_ffn", "available_backends", "explain", "KeyPadding", "optimize", "revert",
-           "__version__"]
+           "InputError", "InputTypeError", "BackendError", "__version__"]
 
 
 def optimize(model, *, attention: bool = True, ffn=True):

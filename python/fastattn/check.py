@@ -32,7 +32,9 @@ def _cases(device):
 def run_check(device: Optional[str] = None, verbose: bool = False) -> int:
     import fastattn
     from fastattn import reference
-    from fastattn.backends import ATTENTION_BACKENDS, PRIORITY
+    from fastattn import dispatch
+    from fastattn.dispatch import PRIORITY
+    ATTENTION_BACKENDS = dispatch.backends("attention")
     from fastattn.testing import compare
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -69,7 +71,9 @@ def run_check(device: Optional[str] = None, verbose: bool = False) -> int:
 def _check_ffn(dev, verbose: bool) -> int:
     import fastattn
     from fastattn import reference
-    from fastattn.backends import FFN_BACKENDS, PRIORITY
+    from fastattn import dispatch
+    from fastattn.dispatch import PRIORITY
+    FFN_BACKENDS = dispatch.backends("gelu_ffn")
     from fastattn.testing import compare
 
     g = torch.Generator(device="cpu").manual_seed(1)

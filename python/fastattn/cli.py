@@ -26,8 +26,10 @@ def info_text() -> str:
     import torch
 
     import fastattn
-    from fastattn import _ext
-    from fastattn.backends import ATTENTION_BACKENDS, FFN_BACKENDS, PRIORITY
+    from fastattn import runtime as _ext
+    from fastattn import dispatch
+    from fastattn.dispatch import PRIORITY
+    ATTENTION_BACKENDS, FFN_BACKENDS = dispatch.backends("attention"), dispatch.backends("gelu_ffn")
 
     lines = [f"fastattn {fastattn.__version__}  (python {platform.python_version()}, {platform.machine()})",
              f"torch {torch.__version__} (CUDA {torch.version.cuda})   triton {_version('triton')}   "
