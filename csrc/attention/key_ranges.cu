@@ -12,25 +12,19 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void key_ranges_kernel(const uint8_t* __restrict__ mask, int64_t stride_b, int64_t stride_k, int Lk,
+__global__ void key_ranges_kernel(const uint8_t* __restrict__ mask, int64_t stride_b, int64_t stride_k, int64_t Lk,
                                   int32_t* __restrict__ out) {
-  const int b = blockIdx.x;
-  const uint8_t* row = mask + static_cast<int64_t>(b) * stride_b;
-  int lo = Lk, hi = -1;
-  for (int j = threadIdx.x; j < Lk; j += blockDim.x) {
-    if (row[static_cast<int64_t>(j) * stride_k]) {
-      lo = min(lo, j);
-      hi = max(hi, j);
-    }
-  }
-  __shared__ int s_lo, s_hi;
+  const int64_t b = blockIdx.x;
+  int64_t lo = Lk, hi = -1;
+  scan_key_range(mask + b * stride_b, stride_k, Lk, threadIdx.x, blockDim.x, lo, hi);
+  __shared__ int s_lo, s_hi;  // Lk < 2^31 (checked by the binding): every key index fits
   if (threadIdx.x == 0) {
-    s_lo = Lk;
+    s_lo = static_cast<int>(Lk);
     s_hi = -1;
   }
   __syncthreads();
-  atomicMin(&s_lo, lo);
-  atomicMax(&s_hi, hi);
+  atomicMin(&s_lo, static_cast<int>(lo));
+  atomicMax(&s_hi, static_cast<int>(hi));
   __syncthreads();
   if (threadIdx.x == 0) {
     out[2 * b] = s_lo;
@@ -52,8 +46,7 @@ void key_ranges(std::uintptr_t mask, int64_t B, int64_t Lk, int64_t stride_b, in
   require_device_pointer(out, "key_ranges: out");
   if (Lk > 0) require_device_pointer(mask, "key_ranges: mask");
   key_ranges_kernel<<<static_cast<unsigned>(B), kThreads, 0, as_stream(stream)>>>(
-      reinterpret_cast<const uint8_t*>(mask), stride_b, stride_k, static_cast<int>(Lk),
-      reinterpret_cast<int32_t*>(out));
+      reinterpret_cast<const uint8_t*>(mask), stride_b, stride_k, Lk, reinterpret_cast<int32_t*>(out));
   FA_CUDA_CHECK(cudaGetLastError());
 }
 

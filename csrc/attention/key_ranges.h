@@ -5,7 +5,22 @@
 
 #include <cstdint>
 
+#include "common/host_device.h"
+
 namespace fastattn {
+
+// One thread's share of a row's scan: keys tid, tid + nthreads, ... < Lk. The index is 64-bit: with a
+// 32-bit one, j + nthreads overflows once Lk > 2^31 - nthreads (Lk itself may be up to 2^31 - 1).
+// lo / hi: the first and last visible key met, left as they are when none is.
+FA_HOST_DEVICE void scan_key_range(const uint8_t* row, int64_t stride_k, int64_t Lk, int64_t tid, int64_t nthreads,
+                                   int64_t& lo, int64_t& hi) {
+  for (int64_t j = tid; j < Lk; j += nthreads) {
+    if (row[j * stride_k]) {
+      lo = j < lo ? j : lo;
+      hi = j > hi ? j : hi;
+    }
+  }
+}
 
 // mask: (B, Lk) uint8/bool device pointer with element strides; out: (B, 2) int32 device pointer.
 // Launched on `stream`; no host synchronisation.

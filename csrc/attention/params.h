@@ -42,7 +42,8 @@ struct AttnFwdParams {
   const void* key_lengths;    // (B,) int32 or int64: keys [0, len) visible (clamped to [0, Lk])
   int key_lengths_int64;      // 1 if key_lengths is int64
   int64_t key_lengths_stride; // element stride of key_lengths
-  const int32_t* key_range;   // (B, 2) int32 [start, end) (from key_ranges()): bounds of the key loop
+  const int32_t* key_range;   // (B, 2) int32 [start, end) from key_ranges(): bounds of the key loop; with a
+                              // key mask, start must be the first key it shows (seqinfo.cuh)
   const uint8_t* key_mask;    // (B, Lk) bool, True = visible, read per key inside [start, end)
   int64_t key_mask_sb, key_mask_sk;
 

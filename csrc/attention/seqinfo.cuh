@@ -8,7 +8,12 @@
 //   keys of query rows [m0, m_end):  [key_start, key_limit), key_limit = min(key_end, m_end - 1 + causal_offset + 1)
 //
 // A key mask (per-key bits) further hides keys inside [key_start, key_end); the kernel reads it per tile.
-// Every sum stays below 2^31: the binding checks Lq, Lk < 2^31 - 256 and a block's last row is < Lq + 64.
+// Its key range must be tight at the start, as key_ranges() computes it: key_range[b][0] is the first key
+// the mask shows (or >= key_range[b][1] when it shows none). Then key_start itself is visible to every row
+// whose bounds are not empty, and row_has_key() is exact from the bounds alone.
+// Host-compilable (tests/test_csrc_host.py builds it with the host compiler), so the bounds are tested on
+// CPU against the Python statement of the same rules. Every sum stays below 2^31: the binding checks
+// Lq, Lk < 2^31 - 256 and a block's last row is < Lq + 64.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +49,11 @@ struct SeqInfo {
   FA_HOST_DEVICE int row_key_end(int row) const {
     return kIsCausal ? imin(key_end, row + causal_offset + 1) : key_end;
   }
+
+  // Whether query row `row` sees at least one key (exact: the visible keys of a row are the interval
+  // [key_start, row_key_end(row)), thinned by a key mask that shows key_start). Decides "empty row -> 0"
+  // from the mask alone, never from score values (softmax.cuh).
+  FA_HOST_DEVICE bool row_has_key(int row) const { return row_key_end(row) > key_start; }
 
   // One past the last key any of the query rows [m0, min(m0 + block_m, Lq)) may see (their key loop ends
   // there). May be <= key_start: the block has no key and skips the loop.

@@ -363,6 +363,29 @@ def test_params_object_relaunched(backend):
         ext.attn_fwd(fresh, host.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), stream)
 
 
+@pytest.mark.parametrize("mask", ["none", "causal_br", "lengths+tl", "keymask"])
+def test_nan_propagates_like_sdpa(backend, mask):
+    """NaN in a query row makes that row NaN and a NaN key makes every row that sees it NaN (the epilogue
+    used to test l > 0 and wrote 0 there); rows with no visible key stay exactly 0 with lse -inf."""
+    B, Hq, Hkv, Lq, Lk, D = 3, 2, 2, 70, 90, 64
+    q, k, v = _qkv(B, Hq, Hkv, Lq, Lk, D, torch.float16, seed=_seed("nan", mask))
+    attn_mask, is_causal = _mask(mask, B, Lq, Lk, _seed("nan-mask", mask))
+    q[1, 0, 5] = float("nan")
+    k[2, 1, 3] = float("nan")
+    inp = normalize_attention(q, k, v, attn_mask, 0.0, is_causal, None, True)
+    out = torch.empty_like(q)
+    lse = backend.launch(inp, out)
+    ref, ref_lse = reference.attention_math(inp, torch.float64, return_lse=True)
+    nan_ref = torch.isnan(ref).any(-1)
+    assert nan_ref.any(), "the case must contain NaN rows"
+    assert torch.equal(torch.isnan(out).any(-1), nan_ref), mask
+    assert torch.equal(torch.isnan(lse), torch.isnan(ref_lse)), mask
+    empty = torch.isneginf(ref_lse)
+    assert (out[empty] == 0).all() and torch.isneginf(lse[empty]).all(), mask
+    fin = ~nan_ref & ~empty
+    assert torch.allclose(out[fin].float(), ref[fin].float(), atol=2e-3, rtol=2e-3), mask
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 @pytest.mark.parametrize("mask", ["keymask+br", "lengths"])
 def test_inputs_on_a_non_current_device(backend, mask):

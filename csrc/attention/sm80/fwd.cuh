@@ -23,10 +23,11 @@
 //   form the A fragment of key step kk (FlashAttention-2's register reuse).
 //
 // Masking and empty rows: a masked score is -inf. The running row max m starts at -inf; exponentials
-// use m_use = (m == -inf ? 0 : m), so exp2(-inf - m_use) = 0 and no inf - inf is ever formed. A row
-// with no visible key keeps l = 0 and gets out = 0 exactly and lse = -inf. Key bounds come from SeqInfo
-// (seqinfo.cuh). K/V rows outside [key_start, key_limit) and Q rows >= Lq are zero-filled by cp.async
-// (src-size 0), never read.
+// use m_use = (m == -inf ? 0 : m), so exp2(-inf - m_use) = 0 and masking never forms inf - inf. Whether a
+// row has a visible key is decided from the mask alone (SeqInfo::row_has_key, from the bounds: no per-key
+// bookkeeping), so a row with no visible key gets out = 0 exactly and lse = -inf while NaN/Inf in the
+// inputs propagate as in SDPA (softmax.cuh). Key bounds come from SeqInfo (seqinfo.cuh). K/V rows outside
+// [key_start, key_limit) and Q rows >= Lq are zero-filled by cp.async (src-size 0), never read.
 #pragma once
 
 #include <atomic>
@@ -36,6 +37,7 @@
 #include "attention/params.h"
 #include "attention/seqinfo.cuh"
 #include "attention/sm80/ptx.cuh"
+#include "attention/softmax.cuh"
 #include "common/checks.h"
 
 namespace fastattn {
@@ -82,7 +84,6 @@ __global__ void __launch_bounds__(Kt::kNThreads, Kt::kMinBlocks) attn_fwd_kernel
   constexpr int KQ = D / 16;   // k steps of Q K^T
   constexpr int KP = BN / 16;  // k steps of P V
   constexpr float kNegInf = -INFINITY;
-  constexpr float kLn2 = 0.6931471805599453f;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
@@ -292,18 +293,15 @@ __global__ void __launch_bounds__(Kt::kNThreads, Kt::kMinBlocks) attn_fwd_kernel
     float l = row_sum[r];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const float inv = l > 0.f ? 1.f / l : 0.f;  // empty row: exactly 0
     const int srow = warp_row0 + g + 8 * r;
+    const RowFinal fin = finalize_row(row_max[r], l, seq.row_has_key(m0 + srow));
 #pragma unroll
     for (int dt = 0; dt < DT; ++dt) {
       *reinterpret_cast<uint32_t*>(sO + srow * P + dt * 8 + 2 * t4) =
-          pack2<Kt::kDType>(acc_o[dt][2 * r] * inv, acc_o[dt][2 * r + 1] * inv);
+          pack2<Kt::kDType>(acc_o[dt][2 * r] * fin.inv_sum, acc_o[dt][2 * r + 1] * fin.inv_sum);
     }
     const int row = m0 + srow;
-    if (t4 == 0 && row < p.Lq) {
-      p.lse[(static_cast<int64_t>(b) * p.Hq + h) * p.Lq + row] =
-          l > 0.f ? row_max[r] * kLn2 + logf(l) : kNegInf;
-    }
+    if (t4 == 0 && row < p.Lq) p.lse[(static_cast<int64_t>(b) * p.Hq + h) * p.Lq + row] = fin.lse;
   }
   __syncwarp();
 #pragma unroll
