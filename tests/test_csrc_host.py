@@ -185,3 +185,25 @@ def test_key_range_scan_has_64_bit_index(host_rules):
     with open(os.path.join(CSRC, "attention", "key_ranges.cu")) as f:
         src = f.read()
     assert "scan_key_range(" in src  # the kernel runs the tested helper, not its own loop
+
+
+# ------------------------------------------------------------------------------------ resource report
+def test_resource_report_parsing_and_occupancy():
+    """benchmarks/cuda_resource_usage.py: cuobjdump / ptxas parsing and the CTAs-per-SM arithmetic (the
+    note's hand-typed table claimed 168 registers and 3 CTAs/SM at D=128; 192 registers give 2)."""
+    import sys
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from benchmarks import cuda_resource_usage as R
+    name = "_ZN8fastattn4sm8015attn_fwd_kernelINS0_13AttnFwdTraitsILi1ELi128ELb1EEEEEvNS_13AttnFwdParamsE"
+    dump = (f"arch = sm_90a\n Function {name}:\n  REG:197 STACK:0 SHARED:1024 LOCAL:0 CONSTANT[0]:760 TEXTURE:0\n"
+            " Function _ZN8fastattn17key_ranges_kernelEPKhlliPi:\n  REG:16 STACK:0 SHARED:8 LOCAL:0\n")
+    assert R.parse_resource_usage(dump) == {("sm_90a", 1, 128, True): dict(reg=197, stack=0, shared=1024, local=0)}
+    log = (f"ptxas info    : Compiling entry function '{name}' for 'sm_80'\n"
+           "ptxas info    : Function properties for x\n    0 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads\n"
+           "ptxas info    : Used 255 registers, used 1 barriers, 656 bytes cmem[0]\n")
+    assert R.parse_ptxas_log(log) == {("sm_80", 1, 128, True): dict(stack=0, spill_st=8, spill_ld=4, reg=255)}
+    assert R.ctas_per_sm("sm_80", 192, 52224, 128)[:2] == (2, 2)
+    assert R.ctas_per_sm("sm_80", 168, 52224, 128)[:2] == (3, 3)
+    assert R.ctas_per_sm("sm_80", 240, 101376, 128) == (1, 2, 1, 16)   # D=256: shared memory bound on A100
+    assert R.ctas_per_sm("sm_90a", 243, 101376 + 1024, 128) == (2, 2, 2, 16)
