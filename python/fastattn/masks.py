@@ -141,8 +141,8 @@ class NormalizedMask:
             off = 0 if self.causal == "top_left" else Lk - Lq
             keep = (j <= i + off).view(1, 1, Lq, Lk)
         if self.key_lengths is not None:
-            j = torch.arange(Lk, device=device).view(1, Lk)
-            kp = (j < self.key_lengths.to(device=device, dtype=torch.long).view(-1, 1)).view(B, 1, 1, Lk)
+            kl = self.key_lengths if self.key_lengths.device == device else self.key_lengths.to(device)
+            kp = (_arange(Lk, device) < kl.view(-1, 1)).view(B, 1, 1, Lk)
             keep = kp if keep is None else keep & kp
         if self.key_mask is not None:
             kp = self.key_mask.to(device=device).view(B, 1, 1, Lk)
@@ -156,6 +156,20 @@ class NormalizedMask:
         if self.dense is not None and self.dense.dtype != torch.bool:
             return self.dense
         return None
+
+
+_ARANGE = {}
+
+
+def _arange(n: int, device) -> torch.Tensor:
+    """``torch.arange(n)`` on ``device``, cached (read-only use: comparisons that build masks)."""
+    key = (n, device)
+    t = _ARANGE.get(key)
+    if t is None:
+        if len(_ARANGE) > 256:
+            _ARANGE.clear()
+        t = _ARANGE[key] = torch.arange(n, device=device)
+    return t
 
 
 def _key_ranges(key_mask: torch.Tensor) -> torch.Tensor:

@@ -369,6 +369,27 @@ def test_cuda_gemm_restores_the_current_device():
     assert out.device == dev and torch.cuda.current_device() == 0
 
 
+def test_cublaslt_plan_cache_repeated_shape_builds_nothing():
+    """check() then gemm() of one problem build its descriptors + heuristic once; repeating the shape (new
+    tensors, same alignments) is a cache hit and adds no entry (csrc/blas/cublaslt_gemm.cpp GemmPlan)."""
+    if cuda_ffn.unavailable_reason():
+        pytest.skip(cuda_ffn.unavailable_reason())
+    blas, _ = cuda_ffn._blas()
+    M, N, K = 37, 96, 64  # a shape no other test uses
+    w = torch.randn(N, K, device="cuda", dtype=torch.float16)
+    b = torch.randn(N, device="cuda", dtype=torch.float16)
+    before = blas.cache_stats()
+    for i in range(3):
+        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+        y = torch.empty(M, N, device="cuda", dtype=torch.float16)
+        cuda_ffn.linear_act(x, w, b, "gelu_tanh", None, y)
+        torch.testing.assert_close(y.float(), F.gelu(F.linear(x.float(), w.float(), b.float()), approximate="tanh"),
+                                   rtol=2e-3, atol=2e-2)
+    after = blas.cache_stats()
+    assert after["entries"] - before["entries"] == 1, (before, after)
+    assert after["misses"] - before["misses"] == 1 and after["hits"] - before["hits"] >= 2, (before, after)
+
+
 @pytest.mark.parametrize("N", [1, 31, 8192, 8193, 16384])
 def test_cuda_residual_layernorm_edges(N):
     """Row widths around the register cache (8 values x 1024 threads = 8192), N=1, padded row strides,
