@@ -223,29 +223,6 @@ def test_reference_dropout_mask():
     torch.testing.assert_close(out, (p * keep / 0.75) @ v.double())
 
 
-# ---------------------------------------------------------------------------------------- FFN (torch)
-@pytest.mark.parametrize("approximate", ["none", "tanh"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_gelu_ffn_torch(approximate, dtype):
-    g = torch.Generator().manual_seed(21)
-    x = torch.randn(3, 5, 32, generator=g).to(dtype)
-    w1, b1 = torch.randn(37, 32, generator=g).to(dtype) / 6, torch.randn(37, generator=g).to(dtype)
-    w2c = torch.randn(37, 24, generator=g).to(dtype) / 6  # Conv1D layout (in, out): pass .t()
-    out = fastattn.gelu_ffn(x, w1, b1, w2c.t(), None, approximate=approximate, backend="torch")
-    eager = F.linear(F.gelu(F.linear(x, w1, b1), approximate=approximate), w2c.t())
-    assert out.shape == (3, 5, 24)
-    torch.testing.assert_close(out, eager)
-    ref = reference.gelu_ffn(x, w1, b1, w2c.t(), None, approximate=approximate)
-    naive = reference.gelu_ffn(x, w1, b1, w2c.t(), None, approximate=approximate, compute_dtype=None)
-    assert_close(out, ref, naive, dtype, f"ffn-{approximate}")
-
-
-def test_gelu_variants_differ():
-    x = torch.full((4,), 2.7, dtype=torch.float64)
-    d = (reference.gelu(x, "none") - reference.gelu(x, "tanh")).abs().max().item()
-    assert 4e-4 < d < 6e-4
-
-
 # ------------------------------------------------------------------------------------------ bad input
 def _bad_attention_cases():
     q, k, v = _qkv(2, 4, 4, 5, 7, 8)
@@ -298,27 +275,6 @@ def test_keypadding_validation():
         KeyPadding(mask=torch.ones(2, 3))
     with pytest.raises(TypeError, match="integer"):
         KeyPadding(lengths=torch.tensor([1.0]))
-
-
-def _bad_ffn_cases():
-    x = torch.randn(4, 8)
-    w1, b1, w2, b2 = torch.randn(16, 8), torch.randn(16), torch.randn(8, 16), torch.randn(8)
-    yield "w1_in_mismatch", (x, w1[:, :7], b1, w2, b2), {}, ValueError, "w1"
-    yield "w2_hidden_mismatch", (x, w1, b1, w2[:, :15], b2), {}, ValueError, "w2"
-    yield "b1_shape", (x, w1, b1[:3], w2, b2), {}, ValueError, "b1"
-    yield "b2_shape", (x, w1, b1, w2, b2[:3]), {}, ValueError, "b2"
-    yield "approximate", (x, w1, b1, w2, b2), {"approximate": "erf"}, ValueError, "approximate"
-    yield "dtype_mix", (x, w1.half(), b1, w2, b2), {}, TypeError, "w1 float16"
-    yield "w_not_2d", (x, w1.view(2, 8, 8), b1, w2, b2), {}, ValueError, "2-D"
-
-
-@pytest.mark.parametrize("case", list(_bad_ffn_cases()), ids=lambda c: c[0])
-def test_bad_ffn_input(case):
-    name, args, kw, exc, needle = case
-    with pytest.raises(exc) as ei:
-        fastattn.gelu_ffn(*args, **kw)
-    print(f"{name}: {ei.value}")
-    assert needle in str(ei.value)
 
 
 # ------------------------------------------------------------------------------------------- dispatch

@@ -372,9 +372,10 @@ def test_cuda_gemm_restores_the_current_device():
 def test_cublaslt_plan_cache_repeated_shape_builds_nothing():
     """check() then gemm() of one problem build its descriptors + heuristic once; repeating the shape (new
     tensors, same alignments) is a cache hit and adds no entry (csrc/blas/cublaslt_gemm.cpp GemmPlan)."""
-    if cuda_ffn.unavailable_reason():
-        pytest.skip(cuda_ffn.unavailable_reason())
-    blas, _ = cuda_ffn._blas()
+    if _cuda_reason():
+        pytest.skip(_cuda_reason())
+    blas, _ = ffn_cuda._ext("_C_blas")
+    cuda = dispatch.backends("linear_act")["cuda"]
     M, N, K = 37, 96, 64  # a shape no other test uses
     w = torch.randn(N, K, device="cuda", dtype=torch.float16)
     b = torch.randn(N, device="cuda", dtype=torch.float16)
@@ -382,7 +383,7 @@ def test_cublaslt_plan_cache_repeated_shape_builds_nothing():
     for i in range(3):
         x = torch.randn(M, K, device="cuda", dtype=torch.float16)
         y = torch.empty(M, N, device="cuda", dtype=torch.float16)
-        cuda_ffn.linear_act(x, w, b, "gelu_tanh", None, y)
+        cuda.launch(x, w, b, None, Activation.GELU_TANH, y)  # fp16: one GEMM with the GELU_BIAS epilogue
         torch.testing.assert_close(y.float(), F.gelu(F.linear(x.float(), w.float(), b.float()), approximate="tanh"),
                                    rtol=2e-3, atol=2e-2)
     after = blas.cache_stats()
