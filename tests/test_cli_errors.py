@@ -154,3 +154,19 @@ def test_check_shows_progress_unless_asked_not_to():
     assert "fastattn check: torch attention ..." in r.stderr and "fastattn check: torch attention: done in" in r.stderr
     r = _fastattn("check", "--device", "cpu", "--no-progress", env={"FASTATTN_BACKEND": "torch"})
     assert r.returncode == 0 and r.stderr.strip() == ""
+
+
+def test_bench_progress_is_lines_off_a_terminal(capsys):
+    import os as _os
+    root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import harness
+
+    class Case:
+        def __init__(self, name):
+            self.name = name
+    items = list(harness.progress([Case("a"), Case("b")], "attention"))
+    assert [c.name for c in items] == ["a", "b"]
+    assert capsys.readouterr().err.splitlines() == ["[attention] 1/2 a", "[attention] 2/2 b"]
+    assert harness.progress([1], "x", enable=False) == [1]
