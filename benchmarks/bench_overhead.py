@@ -35,11 +35,13 @@ def null_kernels() -> Iterator[Dict[str, int]]:
     exit). Yields a counter of launches, so a test can assert the kernel path really ran."""
     import torch
 
-    from fastattn.backends import ATTENTION_BACKENDS, FFN_BACKENDS
+    from fastattn import dispatch
+    ATTENTION_BACKENDS, FFN_BACKENDS = dispatch.backends("attention"), dispatch.backends("gelu_ffn")
+    from fastattn.attention.backends.base import AttnBackend
     from fastattn.backends.base import KernelBackend
     counts = {"attention": 0, "gelu_ffn": 0}
 
-    class NullAttention(KernelBackend):
+    class NullAttention(AttnBackend):
         name, op = "triton", "attention"
 
         def _probe(self):
@@ -48,7 +50,7 @@ def null_kernels() -> Iterator[Dict[str, int]]:
         def not_supported_reasons(self, inp):
             return []
 
-        def launch(self, inp, out):
+        def launch(self, inp, out, rng=(0, 0)):
             counts["attention"] += 1
             return inp.query.new_empty((inp.B, inp.Hq, inp.Lq), dtype=torch.float32)
 

@@ -27,7 +27,8 @@ def main() -> int:
 
     import fastattn
     from fastattn import reference
-    from fastattn.backends import ATTENTION_BACKENDS
+    from fastattn import dispatch
+    ATTENTION_BACKENDS = dispatch.backends("attention")
     from fastattn.masks import KeyPadding
     from fastattn.testing import compare
     from torch.nn.attention.bias import causal_lower_right

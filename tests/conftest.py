@@ -35,3 +35,11 @@ def pytest_collection_modifyitems(config, items):
 def device():
     import torch
     return torch.device("cuda" if HAS_CUDA else "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dispatch_decisions():
+    """Tests replace backends and flip the environment: no cached dispatch decision survives a test."""
+    yield
+    from fastattn.attention.plan import clear_plans
+    clear_plans()

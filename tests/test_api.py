@@ -337,7 +337,8 @@ def test_env_backend(monkeypatch):
 
 
 def test_forced_unavailable_backend_lists_reasons():
-    from fastattn.backends import ATTENTION_BACKENDS
+    from fastattn import dispatch
+    ATTENTION_BACKENDS = dispatch.backends("attention")
     q, k, v = _qkv(1, 2, 2, 4, 4, 8, dtype=torch.float64)
     with pytest.raises(ValueError) as ei:
         fastattn.attention(q, k, v, backend="cuda")
@@ -351,7 +352,8 @@ def test_forced_unavailable_backend_lists_reasons():
 @pytest.mark.parametrize("op", ["attention", "gelu_ffn"])
 def test_forced_unavailable_backend_message_carries_its_reason(op, monkeypatch):
     """Argument and environment variable alike: the unavailable backend's own reason is in the error."""
-    from fastattn.backends import ATTENTION_BACKENDS, FFN_BACKENDS
+    from fastattn import dispatch
+    ATTENTION_BACKENDS, FFN_BACKENDS = dispatch.backends("attention"), dispatch.backends("gelu_ffn")
     b = (ATTENTION_BACKENDS if op == "attention" else FFN_BACKENDS)["triton"]
     monkeypatch.setattr(b, "_checked", True)
     monkeypatch.setattr(b, "_unavailable", "simulated: no usable triton on this test machine")
@@ -422,7 +424,7 @@ def test_available_backends_and_explain():
 def test_kernel_backends_refuse_dropout_and_prefer_fused_backward_in_auto(monkeypatch):
     """Auto-dispatch skips forward-only kernels when grads are needed, and kernels without dropout."""
     from fastattn import dispatch
-    from fastattn.backends import ATTENTION_BACKENDS
+    ATTENTION_BACKENDS = dispatch.backends("attention")
     tb = ATTENTION_BACKENDS["triton"]
     monkeypatch.setattr(tb, "_checked", True)
     monkeypatch.setattr(tb, "_unavailable", None)

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import fastattn
-from fastattn._ext import load_ext
-from fastattn.backends import ATTENTION_BACKENDS
-from fastattn.backends.cuda_attention import DEFAULT_HEAD_DIMS, CudaAttention, arch_covered
+from fastattn.runtime import load_ext
+from fastattn import dispatch
+ATTENTION_BACKENDS = dispatch.backends("attention")
+from fastattn.attention.backends.cuda import DEFAULT_HEAD_DIMS, CudaAttention, arch_covered
 from fastattn.inputs import normalize_attention
 from fastattn.masks import KeyPadding
 
@@ -141,7 +142,7 @@ def _has(reasons, text):
 
 def test_reasons_cpu_tensors():
     r = _reasons(_inp())
-    assert r == ["tensors are on cpu; the cuda kernel needs CUDA tensors"], r
+    assert r == ["tensors are on cpu; the cuda backend needs CUDA tensors"], r
 
 
 @pytest.mark.parametrize("dtype, text", [(torch.float32, "dtype float32"), (torch.float64, "dtype float64")])
@@ -151,7 +152,7 @@ def test_reasons_dtype(dtype, text):
 
 @pytest.mark.parametrize("E", [16, 72, 112, 160])
 def test_reasons_head_dim(E):
-    assert _has(_reasons(_inp(E=E)), f"head dim {E} is not compiled into the cuda kernel")
+    assert _has(_reasons(_inp(E=E)), f"head dim E={E} is not supported by the cuda kernel")
 
 
 @pytest.mark.parametrize("E", DEFAULT_HEAD_DIMS)
@@ -181,7 +182,7 @@ def test_no_reason_for_supported_masks_beyond_device():
                          (KeyPadding(lengths=torch.tensor([3, 33], dtype=torch.int16), causal="top_left"), False),
                          (KeyPadding(mask=torch.ones(2, 33, dtype=torch.bool), causal="bottom_right"), False)]:
         r = _reasons(_inp(mask=mask, is_causal=causal))
-        assert r == ["tensors are on cpu; the cuda kernel needs CUDA tensors"], (mask, r)
+        assert r == ["tensors are on cpu; the cuda backend needs CUDA tensors"], (mask, r)
 
 
 def test_reasons_alignment_and_strides():
@@ -203,14 +204,6 @@ def test_forced_backend_raises_with_reasons():
     q = torch.randn(1, 2, 8, 64, dtype=torch.float32)
     with pytest.raises(ValueError, match="backend='cuda' cannot run attention"):
         fastattn.attention(q, q, q, backend="cuda")
-
-
-def test_launch_rejects_wrong_out_before_device():
-    if EXT is None:
-        pytest.skip(f"fastattn._C not built: {EXT_WHY}")
-    inp = _inp()
-    with pytest.raises(ValueError, match="out must be a torch.float16 tensor of shape"):
-        CudaAttention().launch(inp, torch.empty(2, 6, 17, 32, dtype=torch.float16))
 
 
 @needs_ext

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from fastattn import _ext
+from fastattn import runtime as _ext
 
 NVCC = shutil.which("nvcc") is not None or os.path.exists("/usr/local/cuda/bin/nvcc")
 

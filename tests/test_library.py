@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 
 import fastattn
-from fastattn.backends import ATTENTION_BACKENDS, FFN_BACKENDS
+from fastattn import dispatch
+ATTENTION_BACKENDS, FFN_BACKENDS = dispatch.backends("attention"), dispatch.backends("gelu_ffn")
+from fastattn.attention.backends.base import AttnBackend
 from fastattn.backends.base import KernelBackend
 from fastattn.reference import attention_math, ffn_math
 
 
-class _RefAttention(KernelBackend):
+class _RefAttention(AttnBackend):
     name, op = "triton", "attention"
     calls = 0
 
@@ -24,7 +26,7 @@ class _RefAttention(KernelBackend):
     def not_supported_reasons(self, inp):
         return []
 
-    def launch(self, inp, out):
+    def launch(self, inp, out, rng=(0, 0)):
         type(self).calls += 1
         o, lse = attention_math(inp, torch.float32, return_lse=True)
         out.copy_(o)

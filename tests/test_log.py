@@ -26,10 +26,27 @@ def logging_on():
 
 
 def test_disabled_by_default_records_nothing(caplog):
-    assert not log.ENABLED
-    with caplog.at_level(logging.DEBUG, logger="fastattn"):
+    assert not log.ENABLED and not log.enabled()
+    with caplog.at_level(logging.INFO, logger="fastattn"):
         log.dispatched("attention", "p", "torch", {"cuda": ["x"]})
     assert not caplog.records
+
+
+def test_logger_at_debug_opts_in(caplog):
+    """An application that sets the "fastattn" logger to DEBUG gets the lines without FASTATTN_LOG."""
+    with caplog.at_level(logging.DEBUG, logger="fastattn"):
+        assert log.enabled()
+        log.dispatched("attention", "p-debug", "torch", {"cuda": ["x"], "torch": [], "later": ["y"]})
+    assert [r.getMessage() for r in caplog.records] == ["attention p-debug -> torch (cuda: x)"]
+
+
+def test_a_table_of_only_the_chosen_backend_means_forced(caplog, logging_on, monkeypatch):
+    monkeypatch.setenv("FASTATTN_BACKEND", "triton")
+    with caplog.at_level(logging.INFO, logger="fastattn"):
+        log.dispatched("attention", "p-forced", "triton", {"triton": []})
+        log.dispatched("attention", "p-arg", "torch", {"torch": []})
+    assert [r.getMessage() for r in caplog.records] == [
+        "attention p-forced -> triton (forced by FASTATTN_BACKEND=)", "attention p-arg -> torch (forced by backend=)"]
 
 
 def test_one_line_per_new_signature(caplog, logging_on):
@@ -64,7 +81,7 @@ def test_line_limit(caplog):
 
 def test_capture_works_without_the_env_var(caplog):
     assert not log.ENABLED
-    with caplog.at_level(logging.DEBUG, logger="fastattn"):
+    with caplog.at_level(logging.INFO, logger="fastattn"):
         with log.capture() as recs:
             assert log.ENABLED
             log.dispatched("attention", "p", "torch", {"cuda": ["x"]})
@@ -113,8 +130,6 @@ def test_attention_call_is_logged(caplog, core_hook, logging_on, monkeypatch):
     assert "cuda:" in msgs[0] and "triton:" in msgs[0]
 
 
-@pytest.mark.xfail(strict=True, reason="core: fastattn.dispatch.select does not call fastattn.log.dispatched yet "
-                                       "(see fastattn/log.py 'Interface for the core'); remove this mark when it does")
 def test_core_calls_the_hook():
     assert _core_emits()
 

@@ -22,7 +22,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 import fastattn
 from fastattn import dispatch
-from fastattn.backends import ATTENTION_BACKENDS
+ATTENTION_BACKENDS = dispatch.backends("attention")
 from fastattn.inputs import normalize_attention
 from fastattn.masks import KeyPadding
 from fastattn.reference import attention_math
@@ -145,7 +145,7 @@ def make_mask(c: Case, g):
 
 def run_triton(inp, out_layout: str = "bhld", config=None):
     """Launch the kernel directly; returns ``(out (B,Hq,Lq,Ev), lse)``."""
-    from fastattn.backends.triton_attention import _attn_fwd_triton
+    from fastattn.attention.backends.triton import _attn_fwd_triton
     B, Hq, Lq, Ev = inp.B, inp.Hq, inp.Lq, inp.Ev
     if out_layout == "blhd":
         out = torch.empty((B, Lq, Hq, Ev), dtype=inp.dtype, device=inp.device).transpose(1, 2)
@@ -447,8 +447,8 @@ def test_not_supported_reasons():
 
 @pytest.mark.skipif(not INTERPRET, reason="interpreter-only behaviour")
 def test_interpreter_refuses_cuda_tensors_reason():
-    from fastattn.backends.base import device_reasons
-    assert device_reasons(torch.device("cuda", 0), interpret_ok=True)
+    from fastattn import dispatch
+    assert dispatch.backends("attention")["triton"].device_reasons(torch.device("cuda", 0))
 
 
 # ------------------------------------------------------------------------- GPU code generation check
@@ -606,7 +606,7 @@ def test_launcher_options(monkeypatch):
     monkeypatch.setattr(K, "_attn_fwd_kernel", Recorder())
     q = torch.randn(2, 3, 70, 40, device=DEVICE, dtype=torch.float16)
     k = torch.randn(2, 1, 90, 40, device=DEVICE, dtype=torch.float16)
-    from fastattn.backends.triton_attention import _attn_fwd_triton
+    from fastattn.attention.backends.triton import _attn_fwd_triton
     out = torch.empty(2, 3, 70, 40, device=DEVICE, dtype=torch.float16)
     _attn_fwd_triton(normalize_attention(q, k, k, enable_gqa=True), out,
                      config={"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1})

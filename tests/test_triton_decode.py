@@ -27,7 +27,8 @@ _spec.loader.exec_module(cases)
 Case, check, make_qkv, make_mask, _gen = cases.Case, cases.check, cases.make_qkv, cases.make_mask, cases._gen
 DEVICE, INTERPRET = cases.DEVICE, cases.INTERPRET
 
-from fastattn.backends import ATTENTION_BACKENDS  # noqa: E402
+from fastattn import dispatch
+ATTENTION_BACKENDS = dispatch.backends("attention")  # noqa: E402
 from fastattn.inputs import normalize_attention  # noqa: E402
 from fastattn.masks import KeyPadding  # noqa: E402
 
@@ -35,7 +36,7 @@ pytestmark = cases.pytestmark
 
 
 def run_decode(inp, num_splits=None, out_layout="bhld", path="decode", config=None):
-    from fastattn.backends.triton_attention import _attn_fwd_triton
+    from fastattn.attention.backends.triton import _attn_fwd_triton
     B, Hq, Lq, Ev = inp.B, inp.Hq, inp.Lq, inp.Ev
     if out_layout == "blhd":
         out = torch.empty((B, Lq, Hq, Ev), dtype=inp.dtype, device=inp.device).transpose(1, 2)
@@ -209,7 +210,7 @@ def test_routing(monkeypatch):
     import fastattn
     from fastattn.kernels import attention as K
     from fastattn.kernels import attention_decode as KD
-    from fastattn.backends import triton_attention as TA
+    from fastattn.attention.backends import triton as TA
     assert TA._DECODE_MAX_LQ == KD.DECODE_MAX_LQ
     seen = []
 

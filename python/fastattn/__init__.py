@@ -12,14 +12,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import library as _library  # noqa: F401  (registers the fastattn:: custom ops)
-from . import backends as _backends  # noqa: F401  (registers the backends with fastattn.dispatch)
+from . import attention as _attention_pkg  # noqa: F401  (attention ops and backends)
+from . import backends as _backends  # noqa: F401  (the FFN backends, registered with fastattn.dispatch)
 from .dispatch import available_backends
+from .errors import BackendError, InputError, InputTypeError
 from .masks import KeyPadding
-from .ops import attention, explain, gelu_ffn
+from .attention.api import attention, explain  # (rebinds the name `attention` from the subpackage)
+from .ops import gelu_ffn
 
 __all__ = ["attention", "gelu_ffn", "available_backends", "explain", "KeyPadding", "optimize", "revert",
-           "__version__"]
+           "InputError", "InputTypeError", "BackendError", "__version__"]
 
 
 def optimize(model, *, attention: bool = True, ffn: bool = True):

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from .errors import BackendError
-from .runtime import device_info, dtype_name, interpreting
+from .runtime import device_info, dtype_name, getenv, interpreting
 
 ENV_VAR = "FASTATTN_BACKEND"
 #: every backend name, in auto-dispatch order: hand-written CUDA, then Triton, then PyTorch
@@ -145,11 +145,22 @@ def backends(op: str) -> Dict[str, Backend]:
         raise ValueError(f"unknown fastattn op {op!r}; registered: {ops()}") from None
 
 
+_RESET_HOOKS = []
+
+
+def on_reset(fn) -> None:
+    """Call ``fn()`` on :func:`reset` (the plan caches register here)."""
+    _RESET_HOOKS.append(fn)
+
+
 def reset() -> None:
-    """Forget every cached availability probe (tests flip TRITON_INTERPRET)."""
+    """Forget every cached availability probe and dispatch decision (tests flip TRITON_INTERPRET or
+    replace backends)."""
     for table in _REGISTRY.values():
         for b in table.values():
             b.reset()
+    for fn in _RESET_HOOKS:
+        fn()
 
 
 def requested_backend(backend: Optional[str]) -> Optional[str]:
@@ -159,7 +170,7 @@ def requested_backend(backend: Optional[str]) -> Optional[str]:
             raise BackendError(f"backend={backend!r} is not a fastattn backend; choose one of "
                                f"{list(PRIORITY)} or None/'auto'")
         return None if backend == "auto" else backend
-    env = os.environ.get(ENV_VAR)
+    env = getenv(ENV_VAR)
     if not env or env == "auto":
         return None
     if env not in PRIORITY:

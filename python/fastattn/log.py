@@ -14,17 +14,20 @@ setup); a configured handler (``logging.basicConfig``, a framework's) gets the l
 
 **Interface for the core** (the dispatcher calls it; nothing else needs to)::
 
-    from . import log as _log
+    from .. import log
     ...
-    if _log.ENABLED:                     # the only cost when logging is off: one attribute read
-        _log.dispatched(op, problem.describe(), chosen_name, passed_over)
+    if log.ENABLED:                # or log.enabled(); the only cost when logging is off
+        log.dispatched(op, problem.describe(), chosen_name, table)
 
-where ``passed_over`` maps each backend tried *before* ``chosen_name``, in the order tried, to the list
-of reasons it could not run the call (the ``table`` auto-dispatch already builds); ``{}`` when the first
-backend ran or when a backend was forced, in which case ``forced_by`` names what forced it
-(``"backend="`` or ``"FASTATTN_BACKEND="``). An op that runs outside the dispatcher (the HF eager path for
-``output_attentions=True``, stock code under autocast) reports it with ``chosen="eager"`` /
-``"stock"`` and ``forced_by=`` the reason.
+called once per new call signature (where a dispatch decision is made and cached, e.g. a plan-cache
+miss). ``table`` maps backend names, in the order tried, to the reasons each cannot run the call --
+``dispatch.explain(op, problem, backend)`` as it is; only the entries *before* ``chosen_name`` are
+reported (they were passed over). A table holding only ``chosen_name`` means it was forced (by
+``backend=`` or ``FASTATTN_BACKEND``, named in the line); ``forced_by=`` can say so explicitly. An op that
+runs outside the dispatcher (the HF eager path for ``output_attentions=True``, stock code under
+autocast) may report it with ``chosen="eager"`` / ``"stock"`` and ``forced_by=`` the reason.
+:func:`capture` forgets cached dispatch decisions on entry (``dispatch.reset()``), so every signature in
+the block is reported again.
 """
 
 from __future__ import annotations
@@ -110,24 +113,43 @@ def _ensure_handler() -> None:
         logger.addHandler(_handler)
 
 
-def dispatched(op: str, problem: str, chosen: str, passed_over: Optional[Mapping[str, Sequence[str]]] = None,
+def enabled() -> bool:
+    """Whether :func:`dispatched` records anything: ``FASTATTN_LOG``/:func:`enable`, an active
+    :func:`capture`, or the ``"fastattn"`` logger enabled for DEBUG by the application's logging setup."""
+    return ENABLED or logger.isEnabledFor(logging.DEBUG)
+
+
+def _passed_over(table: Mapping[str, Sequence[str]], chosen: str) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
+    out = []
+    for n, r in table.items():
+        if n == chosen:
+            break
+        out.append((n, tuple(r)))
+    return tuple(out)
+
+
+def dispatched(op: str, problem: str, chosen: str, table: Optional[Mapping[str, Sequence[str]]] = None,
                *, forced_by: Optional[str] = None) -> None:
     """Record that ``chosen`` ran ``op`` on ``problem`` (a one-line description such as
-    ``AttentionInputs.describe()``), after the backends in ``passed_over`` (name -> reasons, in the order
-    tried) were found unable to. Logs one line the first time a signature is seen, and adds a record to
-    every active :func:`capture`. Never raises; a no-op when :data:`ENABLED` is false."""
-    if not ENABLED:
+    ``AttentionInputs.describe()``); ``table``: backend -> reasons it cannot run the call, in the order
+    tried (only the backends before ``chosen`` are reported). Logs one line the first time a signature is
+    seen, and adds a record to every active :func:`capture`. Never raises; a no-op unless :func:`enabled`."""
+    if not ENABLED and not logger.isEnabledFor(logging.DEBUG):
         return
     try:
-        rec = Dispatch(op, problem, chosen,
-                       tuple((n, tuple(r)) for n, r in (passed_over or {}).items() if n != chosen), forced_by)
+        table = dict(table or {})
+        if forced_by is None and list(table) == [chosen]:
+            forced_by = ("FASTATTN_BACKEND=" if os.environ.get("FASTATTN_BACKEND", "").strip() == chosen
+                         else "backend=")
+        rec = Dispatch(op, problem, chosen, _passed_over(table, chosen), forced_by)
         key = (op, problem, chosen, forced_by)
         with _lock:
             for c in _captures:
                 if key not in c.seen:
                     c.seen.add(key)
                     c.records.append(rec)
-            emit = _logging_on and key not in _seen and (_limit is None or len(_seen) <= _limit)
+            emit = (_logging_on or logger.isEnabledFor(logging.DEBUG)) and key not in _seen and \
+                (_limit is None or len(_seen) <= _limit)
             if emit:
                 _seen.add(key)
                 at_limit = _limit is not None and len(_seen) > _limit
@@ -152,6 +174,11 @@ class capture:
         with _lock:
             _captures.append(self._c)
             _refresh()
+        try:  # decisions cached before the block (plan caches) would not be reported again
+            from . import dispatch
+            dispatch.reset()
+        except Exception:  # noqa: BLE001 - a capture must never break the code it wraps
+            pass
         return self._c.records
 
     def __exit__(self, *exc) -> None:
@@ -181,4 +208,4 @@ def _init_from_env() -> None:
 
 _init_from_env()
 
-__all__ = ["ENABLED", "Dispatch", "capture", "dispatched", "enable", "format_table", "ENV_VAR"]
+__all__ = ["ENABLED", "Dispatch", "capture", "dispatched", "enable", "enabled", "format_table", "ENV_VAR"]

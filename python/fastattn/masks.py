@@ -29,9 +29,12 @@ from typing import Optional
 
 import torch
 
-__all__ = ["KeyPadding", "NormalizedMask", "CAUSAL_VARIANTS"]
+__all__ = ["KeyPadding", "NormalizedMask", "CAUSAL_VARIANTS", "CAUSAL_CODES", "CAUSAL_NAMES"]
 
 CAUSAL_VARIANTS = (None, "top_left", "bottom_right")
+#: the integer codes kernels and custom ops take (csrc's causal codes are the same)
+CAUSAL_CODES = {None: 0, "top_left": 1, "bottom_right": 2}
+CAUSAL_NAMES = {v: k for k, v in CAUSAL_CODES.items()}
 
 
 class KeyPadding:
@@ -84,6 +87,26 @@ class NormalizedMask:
     key_mask: Optional[torch.Tensor] = None
     dense: Optional[torch.Tensor] = None
 
+    def key_range(self) -> Optional[torch.Tensor]:
+        """Device-side sequence info of a ``key_mask``: per batch row ``[first visible, last visible + 1)``
+        as a contiguous int32 ``(B, 2)`` tensor (``(Lk, 0)`` for a row with no visible key); ``None``
+        without a key mask. Computed once per mask object on the mask's device (no host sync) and
+        reused by every launch that gets this mask (every layer of an HF forward)."""
+        if self.key_mask is None:
+            return None
+        kr = self.__dict__.get("_key_range")
+        if kr is None:
+            kr = _key_ranges(self.key_mask)
+            object.__setattr__(self, "_key_range", kr)
+        return kr
+
+    @property
+    def signature(self) -> tuple:
+        """What a plan depends on: the parts present, their dtypes and the dense view's strides."""
+        d = self.dense
+        return (self.causal, None if self.key_lengths is None else self.key_lengths.dtype,
+                self.key_mask is not None, None if d is None else (d.dtype, d.stride()))
+
     @property
     def is_none(self) -> bool:
         return self.causal is None and self.key_lengths is None and self.key_mask is None and self.dense is None
@@ -131,3 +154,23 @@ class NormalizedMask:
         if self.dense is not None and self.dense.dtype != torch.bool:
             return self.dense
         return None
+
+
+def _key_ranges(key_mask: torch.Tensor) -> torch.Tensor:
+    B, Lk = key_mask.shape
+    dev = key_mask.device
+    if dev.type == "cuda":
+        from .runtime import load_ext
+        ext, _ = load_ext()
+        if ext is not None and hasattr(ext, "key_ranges"):
+            km = key_mask.view(torch.uint8)
+            out = torch.empty((B, 2), dtype=torch.int32, device=dev)
+            from .runtime import device_guard
+            with device_guard(dev):
+                ext.key_ranges(km.data_ptr(), B, Lk, km.stride(0), km.stride(1), out.data_ptr(),
+                               torch.cuda.current_stream(dev).cuda_stream)
+            return out
+    ar = torch.arange(Lk, device=dev, dtype=torch.int32)
+    start = torch.where(key_mask, ar, Lk).amin(dim=1)
+    end = torch.where(key_mask, ar + 1, 0).amax(dim=1)
+    return torch.stack((start, end), dim=1).to(torch.int32).contiguous()

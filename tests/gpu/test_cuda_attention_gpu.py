@@ -14,7 +14,8 @@ import torch
 
 import fastattn
 from fastattn import reference
-from fastattn.backends import ATTENTION_BACKENDS
+from fastattn import dispatch
+ATTENTION_BACKENDS = dispatch.backends("attention")
 from fastattn.inputs import normalize_attention
 from fastattn.masks import KeyPadding
 from fastattn.testing import assert_close, compare
@@ -179,11 +180,11 @@ def test_strided_views(backend, layout, dt):
 
 def test_out_blhd_layout(backend):
     """The HF path's (B, Lq, H, D) output memory, written through its strides."""
-    from fastattn import library
+    from fastattn.attention import custom_ops as library
     B, H, Lq, Lk, D = 2, 6, 113, 203, 64
     q, k, v = _qkv(B, H, H, Lq, Lk, D, torch.float16, layout="blhd", seed=3)
     inp = normalize_attention(q, k, v, None, 0.0, True, None, False)
-    out = library.attention_via_kernel("cuda", inp, out_blhd=True)
+    out = library.attention_via_op("cuda", inp, out_blhd=True)
     assert out.transpose(1, 2).is_contiguous()
     ref = fastattn.attention(q, k, v, is_causal=True, backend="cuda")
     assert torch.equal(out, ref)
@@ -315,7 +316,7 @@ def test_no_keys_at_all(backend, mask):
 
 def test_kernel_with_no_key_via_binding(backend):
     """The kernel itself (not the Python shortcut) on Lk == 0 with null k/v: writes 0 and lse -inf."""
-    from fastattn._ext import load_ext
+    from fastattn.runtime import load_ext
     ext, _ = load_ext()
     B, H, Lq, D = 2, 3, 70, 128
     q = torch.randn(B, H, Lq, D, device="cuda", dtype=torch.bfloat16)

@@ -89,7 +89,7 @@ def test_every_candidate_config(E, dtype):
 def test_autotuned(c):
     """The autotuned path (config=None), as users get it. The first call of a key goes through the
     autotuner; later calls launch the remembered winner directly (``_TUNED``): same bits."""
-    from fastattn.backends import triton_attention as TA
+    from fastattn.attention.backends import triton as TA
     inp, out, lse = run_case(c)
     out2, lse2 = run_triton(inp)
     assert torch.equal(out, out2) and torch.equal(lse, lse2)
@@ -128,7 +128,7 @@ def test_64bit_offsets():
 
 
 def test_key_ranges_cuda_matches_torch():
-    from fastattn.backends.triton_attention import _key_ranges
+    from fastattn.attention.backends.triton import _key_ranges
     g = cases._gen("ranges")
     km = torch.rand((7, 1000), generator=g) < 0.3
     km[1] = False
@@ -177,7 +177,7 @@ def _decode_case(B, Hq, Hkv, Lq, Lk, E, dtype, mask, num_splits=None, seed_name=
     """A KV-cache decode step: q (B, Hq, Lq, E) against a (B, Hkv, Lk, E) cache; ``mask`` one of
     ``causal_br`` (full cache), ``lengths_br`` (ragged cache lengths, one sample 1 key long),
     ``keymask_br`` (left padding + holes), ``none``. Checked with the numerics rule."""
-    from fastattn.backends.triton_attention import _attn_fwd_triton
+    from fastattn.attention.backends.triton import _attn_fwd_triton
     from torch.nn.attention.bias import causal_lower_right
     name = seed_name or f"decode-b{B}-h{Hq}/{Hkv}-q{Lq}-k{Lk}-d{E}-{dtype}-{mask}-splits{num_splits}"
     g = cases._gen(name)
@@ -237,7 +237,7 @@ def test_decode_matches_prefill_and_grows_without_recompiling():
     """A cache growing one token per step (Lk 2000..2040) with the default split rule: every step
     exact, and the decode kernel compiles no new binary after the first step (lengths and split
     counts are not specialised)."""
-    from fastattn.backends.triton_attention import _attn_fwd_triton
+    from fastattn.attention.backends.triton import _attn_fwd_triton
     from fastattn.kernels import attention_decode as KD
     g = cases._gen("grow")
     Lmax = 2048
@@ -269,7 +269,7 @@ def test_decode_matches_prefill_and_grows_without_recompiling():
 
 def test_decode_deterministic_250():
     inp, out, lse = _decode_case(4, 32, 8, 1, 16384, 128, "fp16", "keymask_br")
-    from fastattn.backends.triton_attention import _attn_fwd_triton
+    from fastattn.attention.backends.triton import _attn_fwd_triton
     for _ in range(250):
         out2 = torch.empty_like(out)
         lse2 = _attn_fwd_triton(inp, out2, path="decode")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 import torch
+from torch import Tensor
 
 from .. import dispatch as _dispatch
 
@@ -39,34 +40,83 @@ class Backend(_dispatch.Backend):
 
 
 class KernelBackend(Backend):
-    """A backend whose compute is a fused kernel launched by :meth:`launch`."""
+    """An FFN backend whose compute is a fused kernel launched by :meth:`launch`."""
 
-    def launch(self, inp, out: torch.Tensor) -> Optional[torch.Tensor]:
-        """Write the result into ``out`` (preallocated, any strides with a contiguous last dim).
-        Attention returns the float32 natural-log LSE ``(B, Hq, Lq)`` (``-inf`` on empty rows)."""
+    def launch(self, inp, out: torch.Tensor) -> None:
         raise NotImplementedError
 
     def run(self, inp, out_blhd: bool = False) -> torch.Tensor:
-        from .. import library
         if not inp.requires_grad and not torch.compiler.is_compiling():
-            # eager inference: launch directly (the custom-op layer costs tens of microseconds a call,
-            # which is more than a decode-sized kernel); autograd and torch.compile go through the op.
-            if self.op == "attention":
-                out = library._empty_out(inp.query, inp.value, out_blhd)
-                self.launch(inp, out)
-                return out
             out = inp.x.new_empty((inp.x.shape[0], inp.w2.shape[0]))
             self.launch(inp, out)
             return out
-        if self.op == "attention":
-            return library.attention_via_kernel(self.name, inp, out_blhd)
-        return library.ffn_via_kernel(self.name, inp)
+        return torch.ops.fastattn.gelu_ffn_fwd(inp.x, inp.w1, inp.b1, inp.w2, inp.b2, inp.approximate, self.name)
+
+
+# ------------------------------------------------------------------------------- recompute backward
+def save_optional(ctx, *tensors: Optional[Tensor]) -> None:
+    """``ctx.save_for_backward`` for arguments that may be ``None`` (restored by :func:`load_optional`)."""
+    ctx.present = tuple(t is not None for t in tensors)
+    ctx.save_for_backward(*(t for t in tensors if t is not None))
+
+
+def load_optional(ctx) -> list:
+    it = iter(ctx.saved_tensors)
+    return [next(it) if p else None for p in ctx.present]
+
+
+def recompute_grads(math_fn, tensors, dout: Tensor, *args) -> list:
+    """Gradients of ``math_fn(*tensors, *args, compute_dtype)`` w.r.t. every non-``None`` tensor, by
+    recomputing the op in float32 (float64 for float64 inputs) PyTorch math under autograd: exact,
+    not fused. Returns one entry per tensor (``None`` where the tensor is ``None``)."""
+    cd = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
+    with torch.enable_grad():
+        leaves = [None if t is None else t.detach().requires_grad_(True) for t in tensors]
+        ref = math_fn(*leaves, *args, cd)
+        grads = iter(torch.autograd.grad(ref, [t for t in leaves if t is not None], dout.to(cd)))
+    return [None if t is None else next(grads).to(t.dtype) for t in leaves]
+
+
+@torch.library.custom_op("fastattn::gelu_ffn_fwd", mutates_args=())
+def gelu_ffn_fwd(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
+                 approximate: str, backend: str) -> Tensor:
+    """Fused ``linear -> GELU -> linear`` on ``x`` ``(T, in)``; returns ``(T, out)``."""
+    from .. import dispatch
+    from ..inputs import FFNInputs
+    inp = FFNInputs(x, w1, b1, w2, b2, approximate, (x.shape[0], w2.shape[0]))
+    out = x.new_empty((x.shape[0], w2.shape[0]))
+    dispatch.backends("gelu_ffn")[backend].launch(inp, out)
+    return out
+
+
+@gelu_ffn_fwd.register_fake
+def _gelu_ffn_fake(x, w1, b1, w2, b2, approximate, backend):
+    return x.new_empty((x.shape[0], w2.shape[0]))
+
+
+def _ffn_setup_context(ctx, inputs, output):
+    x, w1, b1, w2, b2, approximate, backend = inputs
+    ctx.approximate = approximate
+    save_optional(ctx, x, w1, b1, w2, b2)
+
+
+def _ffn_math(x, w1, b1, w2, b2, approximate, cd):
+    from ..inputs import FFNInputs
+    from ..reference import ffn_math
+    return ffn_math(FFNInputs(x, w1, b1, w2, b2, approximate, (x.shape[0], w2.shape[0])), cd)
+
+
+def _ffn_backward(ctx, dout):
+    return (*recompute_grads(_ffn_math, load_optional(ctx), dout, ctx.approximate), None, None)
+
+
+gelu_ffn_fwd.register_autograd(_ffn_backward, setup_context=_ffn_setup_context)
 
 
 def device_reasons(inp_device: torch.device, *, interpret_ok: bool) -> List[str]:
     """Common device rule for GPU kernels: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1."""
-    import os
-    interp = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    from ..runtime import interpreting
+    interp = interpreting()
     if inp_device.type == "cuda":
         if interp:
             return ["TRITON_INTERPRET=1 is set: the interpreter runs CPU tensors, not CUDA ones"]
@@ -78,19 +128,5 @@ def device_reasons(inp_device: torch.device, *, interpret_ok: bool) -> List[str]
 
 
 def triton_runtime_reason() -> Optional[str]:
-    """Why Triton kernels cannot run on this machine, or ``None``: Triton importable, and a CUDA GPU of
-    compute capability >= 8.0 visible, or ``TRITON_INTERPRET=1`` (CPU tensors, how CI tests)."""
-    import os
-    try:
-        import triton  # noqa: F401
-    except ImportError as e:
-        return f"triton is not installed ({e}); pip install triton (Linux)"
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        return None
-    if not torch.cuda.is_available():
-        return ("no CUDA device visible (torch.cuda.is_available() is False); set TRITON_INTERPRET=1 "
-                "to run the Triton kernels on CPU tensors")
-    caps = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
-    if not any(c >= (8, 0) for c in caps):
-        return f"needs a GPU of compute capability >= 8.0 (sm_80); visible: {caps}"
-    return None
+    from ..runtime import triton_reason
+    return triton_reason()

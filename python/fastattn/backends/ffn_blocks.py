@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..inputs import RowInputs
-from ..library import load_optional, recompute_grads, save_optional
+from .base import load_optional, recompute_grads, save_optional
 from .. import dispatch as _dispatch
 from . import cuda_ffn, triton_ffn
 

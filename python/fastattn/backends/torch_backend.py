@@ -1,11 +1,4 @@
-"""The ``torch`` backend: PyTorch's own ``scaled_dot_product_attention`` (and ``F.linear``/``F.gelu``),
-with fastattn's semantics on top. It runs everywhere (CPU, any GPU, float64), supports every mask form,
-dropout and autograd, and is what a CPU user gets.
-
-Compact masks (``KeyPadding``, bottom-right causal) are materialised into one SDPA mask here: this is
-the portable path, not the fast one. Rows with no visible key are made visible to SDPA (so that no NaN
-reaches the forward or the backward) and then zeroed, which is exactly the contract's "empty row -> 0".
-"""
+"""The ``torch`` backend of ``gelu_ffn``: ``F.linear``/``F.gelu`` (transitional home)."""
 
 from __future__ import annotations
 
@@ -14,55 +7,8 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from ..inputs import AttentionInputs, FFNInputs
+from ..inputs import FFNInputs
 from .base import Backend
-
-
-def _sdpa_mask(inp: AttentionInputs):
-    """Return ``(attn_mask, is_causal, row_has)`` for SDPA; ``row_has`` is ``None`` when no row can be
-    empty, else a bool ``(B|1, Hq|1, Lq, 1)`` that the output is multiplied by."""
-    m = inp.mask
-    if m.is_none:
-        return None, False, None
-    if m.causal == "top_left" and m.key_lengths is None and m.key_mask is None and m.dense is None \
-            and inp.scale > 0:
-        # row i always sees key 0: no empty rows. Only for scale > 0: SDPA's is_causal path (torch 2.13
-        # CPU) scales its -inf fill too and returns NaN for scale <= 0; the explicit mask below does not.
-        return None, True, None
-    keep = m.keep(inp.B, inp.Lq, inp.Lk, inp.device)
-    bias = m.bias()
-    if bias is not None:
-        neginf = torch.isneginf(bias)
-        keep = ~neginf if keep is None else keep & ~neginf
-        if bias.dtype != inp.dtype:  # float32 bias on half inputs: keep finite values finite
-            fi = torch.finfo(inp.dtype)
-            bias = torch.where(neginf, float("-inf"), bias.clamp(fi.min, fi.max)).to(inp.dtype)
-    row_has = keep.any(dim=-1, keepdim=True)
-    keep = keep | ~row_has  # an empty row attends everywhere (finite), then is zeroed
-    if bias is None:
-        return keep, False, row_has
-    return bias.masked_fill(~keep, float("-inf")).masked_fill(~row_has, 0.0), False, row_has
-
-
-class TorchAttention(Backend):
-    name = "torch"
-    op = "attention"
-    SUPPORTS_BACKWARD = True
-    SUPPORTS_DROPOUT = True
-
-    def special_reasons(self, inp: AttentionInputs) -> List[str]:
-        return []
-
-    def run(self, inp: AttentionInputs, out_blhd: bool = False) -> torch.Tensor:
-        attn_mask, is_causal, row_has = _sdpa_mask(inp)
-        kw = {"enable_gqa": True} if inp.Hq != inp.Hkv else {}
-        res = F.scaled_dot_product_attention(inp.query, inp.key, inp.value, attn_mask=attn_mask,
-                                             dropout_p=inp.dropout_p, is_causal=is_causal, scale=inp.scale, **kw)
-        if row_has is not None:
-            res = res * row_has.to(res.dtype)  # exactly 0 on empty rows (their values are finite)
-        if out_blhd:
-            res = res.transpose(1, 2).contiguous().transpose(1, 2)
-        return res
 
 
 class TorchFFN(Backend):

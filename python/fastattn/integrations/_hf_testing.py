@@ -105,15 +105,15 @@ class CaptureAttention:
     """Records the normalised inputs of every fused attention call (mask form, key length, heads)."""
 
     def __init__(self, monkeypatch):
-        from .. import ops
+        from ..attention import api
         self.calls = []
-        orig = ops.attention_normalized
+        orig = api.attention_normalized
 
         def spy(inp, *a, **kw):
             self.calls.append((inp.mask.describe(), inp.Lq, inp.Lk, inp.Hq, inp.Hkv, inp.dropout_p,
                                inp.key.data_ptr()))
             return orig(inp, *a, **kw)
-        monkeypatch.setattr(ops, "attention_normalized", spy)
+        monkeypatch.setattr(api, "attention_normalized", spy)
 
     def masks(self):
         return {c[0] for c in self.calls}

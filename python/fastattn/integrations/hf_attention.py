@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,9 @@ class _CompactSpec:
 
     causal: bool          # bottom-right causal over the Lm keys
     full: bool = False    # no padding mask was given: the tensor is all True, only the truncation to Lm matters
+    #: the normalised mask per (B, Lm) built by the first layer and reused by every later layer of the
+    #: forward, so its device-side key range is computed once per forward, not once per layer
+    masks: Dict[tuple, object] = field(default_factory=dict, compare=False, hash=False)
 
 
 # ------------------------------------------------------------------------------------------- mask
@@ -186,7 +189,12 @@ def _plan(module, query, key, attention_mask, kwargs) -> _Plan:
         else:
             causal = spec.causal
             key_mask = None if spec.full else attention_mask
-        plan = _Plan(Lm, NormalizedMask(causal="bottom_right" if causal else None, key_mask=key_mask))
+        mask = spec.masks.get((B, Lm)) if spec is not None else None
+        if mask is None:
+            mask = NormalizedMask(causal="bottom_right" if causal else None, key_mask=key_mask)
+            if spec is not None:
+                spec.masks[(B, Lm)] = mask
+        plan = _Plan(Lm, mask)
     elif attention_mask.dim() == 4:
         m = attention_mask
         if m.shape[-1] > Lk:  # some HF paths hand a mask sized for the whole cache
@@ -268,7 +276,7 @@ def fastattn_attention_forward(module, query: torch.Tensor, key: torch.Tensor, v
         F.scaled_dot_product_attention(query, key, value, attn_mask=<mask>, dropout_p=dropout if
             module.training else 0, scale=scaling, enable_gqa=True).transpose(1, 2)
     """
-    from ..ops import attention_normalized
+    from ..attention.api import attention_normalized
 
     if kwargs.get("s_aux") is not None:
         raise NotImplementedError("fastattn attention does not implement attention sinks (s_aux); load this model "

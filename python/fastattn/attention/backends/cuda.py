@@ -27,11 +27,11 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .._ext import cuda_device_reason, load_ext
-from .base import KernelBackend
+from ...masks import CAUSAL_CODES
+from ...runtime import cuda_device_reason, device_guard, device_info, load_ext
+from .base import AttnBackend
 
 _DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
-_CAUSAL_CODES = {None: 0, "top_left": 1, "bottom_right": 2}
 #: head dims compiled into ``fastattn._C`` (the built extension's own list wins when it loads)
 DEFAULT_HEAD_DIMS = (32, 64, 80, 96, 128, 256)
 BLOCK_M = 64          # query rows per CTA (csrc/attention/attn_fwd.h: attn_fwd_block_m)
@@ -84,17 +84,22 @@ def _alignment_reasons(name: str, t: torch.Tensor) -> List[str]:
     return reasons
 
 
-class CudaAttention(KernelBackend):
+class CudaAttention(AttnBackend):
     name = "cuda"
-    op = "attention"
+    DTYPES = tuple(_DTYPE_CODES)
+    DTYPE_HINT = " (float32/float64 need full-precision math: the triton or torch backend)"
+    DEVICES = ("cuda",)
+    MIN_CAPABILITY = (8, 0)
+    MASK_PARTS = frozenset({"causal", "key_lengths", "key_mask"})
+    MASK_HINT = " (it takes causal and key padding: pass fastattn.KeyPadding / CausalBias instead)"
+    DIFFERENT_VALUE_DIM = False
 
     def __init__(self) -> None:
         super().__init__()
-        self._capabilities: Dict[int, Tuple[int, int]] = {}
         self._facts: Optional[Tuple[str, Tuple[int, ...]]] = None
 
     # ------------------------------------------------------------------------------ availability
-    def _probe(self) -> Optional[str]:
+    def probe(self) -> Optional[str]:
         ext, why = load_ext()
         if ext is None:
             return why
@@ -128,41 +133,16 @@ class CudaAttention(KernelBackend):
     def head_dims(self) -> Tuple[int, ...]:
         return self._ext_facts()[1]
 
-    def _capability(self, device: torch.device) -> Tuple[int, int]:
-        idx = device.index if device.index is not None else torch.cuda.current_device()
-        if idx not in self._capabilities:
-            self._capabilities[idx] = torch.cuda.get_device_capability(idx)
-        return self._capabilities[idx]
-
     # ------------------------------------------------------------------------------ support
-    def special_reasons(self, inp) -> List[str]:
+    def kernel_reasons(self, inp) -> List[str]:
         reasons: List[str] = []
         dev = inp.device
-        if dev.type != "cuda":
-            reasons.append(f"tensors are on {dev}; the cuda kernel needs CUDA tensors")
-        else:
-            cap = self._capability(dev)
-            if cap < (8, 0):
-                reasons.append(f"{dev} has compute capability {cap[0]}.{cap[1]}; the cuda kernel needs >= 8.0")
-            else:
-                archs = self._ext_facts()[0]
-                if archs and not arch_covered(cap, archs):
-                    reasons.append(f"fastattn._C has no code for {dev} (sm_{cap[0]}{cap[1]}; built for {archs})")
-        if inp.dtype not in _DTYPE_CODES:
-            reasons.append(f"dtype {str(inp.dtype).replace('torch.', '')}: the cuda kernel runs float16 and bfloat16 "
-                           "(float32/float64 need full-precision math: the triton or torch backend)")
-        if inp.E != inp.Ev:
-            reasons.append(f"query/key head dim E={inp.E} differs from value head dim Ev={inp.Ev}; the cuda kernel "
-                           "needs E == Ev")
-        dims = self.head_dims()
-        if inp.E not in dims:
-            reasons.append(f"head dim {inp.E} is not compiled into the cuda kernel (supported: "
-                           f"{', '.join(map(str, dims))})")
+        if dev.type == "cuda":
+            cap = device_info(dev).capability
+            archs = self._ext_facts()[0]
+            if cap >= (8, 0) and archs and not arch_covered(cap, archs):
+                reasons.append(f"fastattn._C has no code for {dev} (sm_{cap[0]}{cap[1]}; built for {archs})")
         m = inp.mask
-        if m.dense is not None:
-            kind = "bool" if m.dense_is_bool else "float"
-            reasons.append(f"a dense {kind} attn_mask is not supported by the cuda kernel (it takes causal "
-                           "and key padding: pass fastattn.KeyPadding / CausalBias instead)")
         if m.key_lengths is not None and (m.key_lengths.is_floating_point() or m.key_lengths.dtype == torch.bool):
             reasons.append(f"key_lengths has dtype {m.key_lengths.dtype}; an integer tensor is needed")
         if inp.Hkv == 0 or inp.Hq % inp.Hkv != 0:
@@ -178,32 +158,19 @@ class CudaAttention(KernelBackend):
         return reasons
 
     # ------------------------------------------------------------------------------ launch
-    def launch(self, inp, out: torch.Tensor) -> torch.Tensor:
+    def launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
         """Write the attention of ``inp`` into ``out`` (``(B, Hq, Lq, E)``, any 16-byte aligned strides
         with a contiguous last dim, e.g. ``(B, Lq, Hq, E)`` memory) and return the float32 natural-log
         LSE ``(B, Hq, Lq)`` (``-inf`` on rows with no visible key). Launched on the current stream of
-        the inputs' device; no host synchronisation."""
+        the inputs' device; no host synchronisation. Dispatch has checked the inputs."""
         ext, why = load_ext()
         if ext is None:
             raise RuntimeError(f"the cuda attention backend is unavailable: {why}")
-        q, k, v = inp.query, inp.key, inp.value
-        B, Hq, Lq, E = q.shape
-        if out.dtype != q.dtype or tuple(out.shape) != (B, Hq, Lq, v.shape[3]) or out.device != q.device:
-            raise ValueError(f"out must be a {q.dtype} tensor of shape {(B, Hq, Lq, v.shape[3])} on {q.device}; "
-                             f"got {out.dtype} {tuple(out.shape)} on {out.device}")
-        if q.dtype not in _DTYPE_CODES:
-            raise ValueError(f"the cuda attention kernel runs float16/bfloat16, got {q.dtype}")
-        if v.shape[3] != E:
-            raise ValueError(f"the cuda attention kernel needs E == Ev; got query/key head dim {E}, value head dim "
-                             f"{v.shape[3]}")
-        if q.device.type != "cuda":
-            raise ValueError(f"the cuda attention kernel needs CUDA tensors, got tensors on {q.device}")
-        # Everything below (the key_ranges launch included) runs under the inputs' device, on its current
-        # stream: a kernel launched on a stream of another device than the current one fails.
-        if q.device.index is not None and q.device.index != torch.cuda.current_device():
-            with torch.cuda.device(q.device):
-                return self._launch(ext, inp, out)
-        return self._launch(ext, inp, out)
+        if inp.Ev != inp.E:  # the binding has one head dim: a mismatch would write out of bounds
+            raise ValueError(f"the cuda attention kernel needs E == Ev; got query/key head dim {inp.E}, value "
+                             f"head dim {inp.Ev}")
+        with device_guard(inp.query.device):  # the key_ranges launch included
+            return self._launch(ext, inp, out)
 
     def _launch(self, ext, inp, out: torch.Tensor) -> torch.Tensor:
         q, k, v, m = inp.query, inp.key, inp.value, inp.mask
@@ -229,15 +196,14 @@ class CudaAttention(KernelBackend):
         stream = torch.cuda.current_stream(q.device).cuda_stream
         ranges = None
         if km is not None:
-            ranges = torch.empty((B, 2), dtype=torch.int32, device=q.device)
-            ext.key_ranges(km.data_ptr(), B, Lk, km.stride(0), km.stride(1), ranges.data_ptr(), stream)
+            ranges = m.key_range()  # computed once per mask object, on the device
             kr_ptr, km_ptr, km_sb, km_sk = ranges.data_ptr(), km.data_ptr(), km.stride(0), km.stride(1)
 
         ext.attention_fwd(
             q_ptr=q.data_ptr(), k_ptr=k.data_ptr(), v_ptr=v.data_ptr(), out_ptr=out.data_ptr(),
             lse_ptr=lse.data_ptr(), dtype=_DTYPE_CODES[q.dtype], B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk,
             head_dim=E, q_strides=q.stride(), k_strides=k.stride(), v_strides=v.stride(),
-            out_strides=out.stride(), scale=float(inp.scale), causal=_CAUSAL_CODES[m.causal],
+            out_strides=out.stride(), scale=float(inp.scale), causal=CAUSAL_CODES[m.causal],
             key_lengths_ptr=kl_ptr, key_lengths_int64=kl_64, key_lengths_stride=kl_stride,
             key_range_ptr=kr_ptr, key_mask_ptr=km_ptr, key_mask_stride_b=km_sb, key_mask_stride_k=km_sk,
             stream=stream)

@@ -15,12 +15,12 @@ wrong values (results are then more accurate than the GPU's bf16 path, never wro
 
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 import torch
 
-from .base import KernelBackend, device_reasons, triton_runtime_reason
+from ...runtime import device_guard, device_info, triton_reason
+from .base import AttnBackend
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _DENSE_DTYPES = (torch.bool, torch.float16, torch.bfloat16, torch.float32)
@@ -29,73 +29,8 @@ _MAX_BLOCK = 128  # the tallest BLOCK_M / BLOCK_N in the config lists
 LOG2E = 1.4426950408889634
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
-
-
-def _key_ranges(key_mask_u8: torch.Tensor) -> torch.Tensor:
-    """Per batch row of a ``(B, Lk)`` key mask: ``[first visible, last visible + 1)`` as a contiguous
-    int32 ``(B, 2)`` tensor (``(Lk, 0)`` for a row with no visible key). On device, no host sync: the
-    ``fastattn._C.key_ranges`` kernel on CUDA when built, else two torch reductions."""
-    B, Lk = key_mask_u8.shape
-    dev = key_mask_u8.device
-    if dev.type == "cuda":
-        from .._ext import load_ext
-        ext, _ = load_ext()
-        if ext is not None and hasattr(ext, "key_ranges"):
-            out = torch.empty((B, 2), dtype=torch.int32, device=dev)
-            ext.key_ranges(key_mask_u8.data_ptr(), B, Lk, key_mask_u8.stride(0), key_mask_u8.stride(1),
-                           out.data_ptr(), torch.cuda.current_stream(dev).cuda_stream)
-            return out
-    visible = key_mask_u8 != 0
-    ar = torch.arange(Lk, device=dev, dtype=torch.int32)
-    start = torch.where(visible, ar, Lk).amin(dim=1)
-    end = torch.where(visible, ar + 1, 0).amax(dim=1)
-    return torch.stack((start, end), dim=1).to(torch.int32).contiguous()
-
-
-_DEFAULT_SMEM = {(8, 0): 163 * 1024, (8, 7): 163 * 1024, (9, 0): 227 * 1024}
-#: Under the interpreter there is no SM count; a notional one makes the default split heuristic split
-#: (so the combine path runs in CPU tests without forcing it).
-_INTERPRET_SMS = 8
-
-
-class _DevInfo:
-    """Per-device facts asked for on every launch, looked up once: compute capability, opt-in shared
-    memory per block, SM count. ``None`` capability = the interpreter (CPU tensors)."""
-    __slots__ = ("cap", "smem", "n_sm", "index")
-
-    def __init__(self, device: torch.device):
-        if device.type != "cuda":
-            self.cap, self.smem, self.n_sm, self.index = None, 0, _INTERPRET_SMS, None
-            return
-        idx = device.index if device.index is not None else torch.cuda.current_device()
-        self.index = idx
-        self.cap = tuple(torch.cuda.get_device_capability(idx))
-        props = torch.cuda.get_device_properties(idx)
-        self.n_sm = props.multi_processor_count
-        smem = getattr(props, "shared_memory_per_block_optin", 0) or 0
-        if not smem:
-            try:
-                from triton.runtime import driver
-                smem = driver.active.utils.get_device_properties(idx)["max_shared_mem"]
-            except Exception:  # noqa: BLE001 - fall back to the documented per-arch opt-in limits
-                smem = 0
-        self.smem = smem or _DEFAULT_SMEM.get(self.cap, 99 * 1024)
-
-
-_DEVS = {}
-
-
-def _dev_info(device: torch.device) -> _DevInfo:
-    info = _DEVS.get(device)
-    if info is None:
-        info = _DEVS[device] = _DevInfo(device)
-    return info
 
 
 def _prefill_meta(q_dtype, E, Ev, causal, has_kl, has_km, dense_mode, fast_scale, interpret):
@@ -138,12 +73,7 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
     _, Hkv, Lk, _ = k.shape
     Ev = v.shape[3]
     dtype = q.dtype
-    if out.shape != (B, Hq, Lq, Ev) or out.dtype != dtype or out.device != q.device:
-        raise ValueError(f"out must be a {dtype} tensor of shape {(B, Hq, Lq, Ev)} on {q.device}; got "
-                         f"{out.dtype} {tuple(out.shape)} on {out.device}")
     ost = out.stride()
-    if Ev > 1 and ost[3] != 1:
-        raise ValueError(f"out must have a contiguous last dim (stride 1), got strides {ost}")
     lse = torch.empty((B, Hq, Lq), dtype=torch.float32, device=q.device)
     if B * Hq * Lq == 0:
         return lse
@@ -166,14 +96,13 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
     if km is not None:
         key_mask = km.view(torch.uint8)
         stride_kmb, stride_kmn = key_mask.stride()
-        key_range = _key_ranges(key_mask)
+        key_range = m.key_range()  # computed once per mask object, on the device
     causal = m.causal
     causal_off = 0 if causal is None or causal == "top_left" else Lk - Lq
     scale = float(inp.scale)
     qs, ks, vs = q.stride(), k.stride(), v.stride()
     dev = q.device
-    is_cuda = dev.type == "cuda"
-    info = _dev_info(dev)
+    info = device_info(dev)
 
     if path == "decode":
         _launch_decode(q, k, v, out, lse, key_lens, key_mask, key_range, qs, ks, vs, ost,
@@ -192,7 +121,7 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
     else:
         dense = q
     fast_scale = scale > 0.0 and dense_mode != 2
-    interpret = info.cap is None
+    interpret = info.capability is None
 
     args = (q, k, v, out, lse, key_lens, key_mask, key_range, dense,
             qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], ost[0], ost[1], ost[2],
@@ -216,26 +145,17 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
         tkey = (info.index, mkey, dense.dtype, key_lens.dtype, args[-2], args[-1])
         kw = _TUNED.get(tkey)
         if kw is None:
-            tuner = K.autotuned_kernel(info.cap)
-            _on_device(dev, lambda: tuner[lambda mt: (triton_cdiv(Lq, mt["BLOCK_M"]) * B * Hq,)](*args, **meta))
+            tuner = K.autotuned_kernel(info.capability)
+            with device_guard(dev):
+                tuner[lambda mt: (triton_cdiv(Lq, mt["BLOCK_M"]) * B * Hq,)](*args, **meta)
             best = tuner.best_config
             _TUNED[tkey] = {**meta, **best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
             return lse
         kern = K._attn_fwd_kernel
     grid = (triton_cdiv(Lq, kw["BLOCK_M"]) * B * Hq,)
-    if is_cuda and info.index != torch.cuda.current_device():
-        with torch.cuda.device(dev):  # Triton launches on the current device's stream
-            kern[grid](*args, **kw)
-    else:
+    with device_guard(dev):  # Triton launches on the current device's stream
         kern[grid](*args, **kw)
     return lse
-
-
-def _on_device(dev: torch.device, fn):
-    if dev.type == "cuda" and dev.index is not None and dev.index != torch.cuda.current_device():
-        with torch.cuda.device(dev):
-            return fn()
-    return fn()
 
 
 _DECODE_MAX_LQ = 16  # == fastattn.kernels.attention_decode.DECODE_MAX_LQ (checked in the tests)
@@ -248,13 +168,13 @@ def _launch_decode(q, k, v, out, lse, key_lens, key_mask, key_range, qs, ks, vs,
     from fastattn.kernels import attention_decode as KD
     group = Hq // Hkv
     dtype = q.dtype
-    interpret = info.cap is None
+    interpret = info.capability is None
     dkey = (dtype, E, Ev, group, Lq, causal, has_kl, has_km, interpret, info.index)
     st = _META.get(dkey)
     if st is None:
         bm = KD.decode_block_m(group, Lq)
         bd, bdv = max(16, _next_pow2(E)), max(16, _next_pow2(Ev))
-        bn, warps, stages = KD.decode_config(bm, bd, bdv, q.element_size(), info.cap, info.smem)
+        bn, warps, stages = KD.decode_config(bm, bd, bdv, q.element_size(), info.capability, info.smem_per_block)
         dot_upcast = interpret and dtype == torch.bfloat16
         meta = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=bd, BLOCK_DV=bdv, IS_CAUSAL=causal,
                     HAS_KEY_LENS=has_kl, HAS_KEY_MASK=has_km, DOT_UPCAST=dot_upcast,
@@ -290,28 +210,24 @@ def _launch_decode(q, k, v, out, lse, key_lens, key_mask, key_range, qs, ks, vs,
             KD._attn_combine_kernel[(R,)](
                 ws, out, lse, Hq, Lq, R, num_splits, ws_lse_off, ost[0], ost[1], ost[2],
                 HEAD_DIM_V=Ev, BLOCK_DV=bdv, BLOCK_S=bs, num_warps=KD.combine_warps(bs, bdv), num_stages=1)
-    if info.index is not None and info.index != torch.cuda.current_device():
-        with torch.cuda.device(dev):
-            go()
-    else:
+    with device_guard(dev):
         go()
-
-
-def _capability(device: torch.device):
-    """Compute capability, cached per device (``None`` for CPU tensors under the interpreter)."""
-    return _dev_info(device).cap
 
 
 def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-class TritonAttention(KernelBackend):
+class TritonAttention(AttnBackend):
     name = "triton"
-    op = "attention"
+    DTYPES = _DTYPES
+    DTYPE_HINT = " (float64 runs on the torch backend)"
+    DEVICES = ("cuda", "interpret")
+    MIN_CAPABILITY = (8, 0)
+    HEAD_DIMS = range(MIN_HEAD_DIM, MAX_HEAD_DIM + 1)
 
-    def _probe(self) -> Optional[str]:
-        why = triton_runtime_reason()  # triton importable; a GPU >= sm_80 or TRITON_INTERPRET=1
+    def probe(self) -> Optional[str]:
+        why = triton_reason()  # triton importable; a GPU >= sm_80 or TRITON_INTERPRET=1
         if why is not None:
             return why
         try:
@@ -320,25 +236,9 @@ class TritonAttention(KernelBackend):
             return f"the triton attention kernels failed to import: {type(e).__name__}: {e}"
         return None
 
-    def special_reasons(self, inp) -> List[str]:
+    def kernel_reasons(self, inp) -> List[str]:
         q, k, v, dense = inp.query, inp.key, inp.value, inp.mask.dense
-        dev = q.device
-        # the common case (supported inputs) is a handful of comparisons; strings only on failure
-        if dev.type == "cuda":
-            reasons = [] if not _interpreting() else device_reasons(dev, interpret_ok=True)
-            if not reasons:
-                cap = _capability(dev)
-                if cap < (8, 0):
-                    reasons.append(f"{dev} has compute capability {cap[0]}.{cap[1]}; the triton kernel needs >= 8.0")
-        else:
-            reasons = device_reasons(dev, interpret_ok=True)
-        if q.dtype not in _DTYPES:
-            reasons.append(f"dtype {str(q.dtype).replace('torch.', '')} is not supported by the triton kernel "
-                           "(float16, bfloat16, float32; float64 runs on the torch backend)")
-        E, Ev = q.shape[3], v.shape[3]
-        for what, d in (("query/key head dim E", E), ("value head dim Ev", Ev)):
-            if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
-                reasons.append(f"{what}={d} is outside the supported {MIN_HEAD_DIM}..{MAX_HEAD_DIM}")
+        reasons: List[str] = []
         qs, ks, vs = q.stride(), k.stride(), v.stride()
         for name, t, st in (("query", q, qs), ("key", k, ks), ("value", v, vs)):
             if st[3] != 1 and t.shape[3] > 1:
@@ -367,7 +267,7 @@ class TritonAttention(KernelBackend):
                            "2^31-1 grid limit")
         return reasons
 
-    def launch(self, inp, out: torch.Tensor) -> torch.Tensor:
+    def launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
         return _attn_fwd_triton(inp, out)
 
 

@@ -1,0 +1,148 @@
+"""Public attention functions: :func:`attention` (a drop-in for SDPA), :func:`explain`, and
+:func:`attention_normalized` for integrations that already hold normalised inputs.
+
+Each call is ``normalize -> plan (cached per signature) -> plan.run``. A call whose signature (every
+metadata the validation and the dispatch read: shapes, strides, dtypes, devices, the mask's metadata,
+argument types, the grad state, the requested backend) was seen before and was served by PyTorch's
+SDPA with identical semantics skips both: it checks the two argument *values* that validation reads
+(``dropout_p``, ``scale``) and calls SDPA. That keeps ``fastattn.attention`` within a few microseconds of
+SDPA on CPU, where the torch backend runs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .. import dispatch
+from ..runtime import getenv, interpreting
+from ..dispatch import ENV_VAR
+from ..inputs import normalize_attention
+from .backends.torch import sdpa_zeroes_empty_rows
+from .plan import plan_for
+
+#: call signatures that SDPA serves as is (see the module docstring)
+_DIRECT: Dict[tuple, bool] = {}
+_MAX_DIRECT = 4096
+_Tensor = torch.Tensor
+_sdpa = F.scaled_dot_product_attention
+
+
+def _call_signature(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa, backend):
+    """The key of :data:`_DIRECT`, or ``()`` for calls that never take the direct path. Strides are
+    left out: on the direct path (CPU tensors, no Triton interpreter) only the torch backend can run,
+    and neither the validation nor SDPA depends on them."""
+    if type(q) is not _Tensor or type(k) is not _Tensor or type(v) is not _Tensor:
+        return ()  # never in _DIRECT
+    if attn_mask is None:
+        mm = None
+    elif type(attn_mask) is _Tensor:
+        mm = (attn_mask.shape, attn_mask.dtype, attn_mask.device, attn_mask.requires_grad)
+    else:
+        return ()
+    if type(dropout_p) is not float and type(dropout_p) is not int:
+        return ()
+    if scale is not None and type(scale) is not float and type(scale) is not int:
+        return ()
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    return (q.shape, k.shape, v.shape, q.dtype, k.dtype, v.dtype, q.device, k.device, v.device, mm,
+            type(dropout_p), dropout_p > 0, type(is_causal), is_causal, type(scale), scale is None or scale > 0,
+            enable_gqa, grad, backend, getenv(ENV_VAR), getenv("TRITON_INTERPRET"))
+
+
+def _served_by_sdpa_as_is(inp, plan, attn_mask, is_causal, scale) -> bool:
+    if plan.backend.name != "torch" or interpreting() or not sdpa_zeroes_empty_rows(inp.device, inp.dtype):
+        return False
+    if attn_mask is not None and attn_mask.dtype not in (torch.bool, inp.dtype):
+        return False  # a float32 bias on half inputs is clamped and cast by the torch backend
+    if is_causal and scale is not None and scale <= 0:
+        return False  # SDPA's is_causal shortcut is NaN for scale <= 0
+    return True
+
+__all__ = ["attention", "explain", "attention_normalized"]
+
+
+def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask=None,
+              dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+              enable_gqa: bool = False, *, backend: Optional[str] = None) -> torch.Tensor:
+    r"""Drop-in for :func:`torch.nn.functional.scaled_dot_product_attention`.
+
+    Shapes: ``query (..., Hq, Lq, E)``, ``key (..., Hkv, Lk, E)``, ``value (..., Hkv, Lk, Ev)``
+    (3-D ``(N, L, E)`` and 2-D ``(L, E)`` work too); returns a contiguous ``(..., Hq, Lq, Ev)`` tensor.
+    dtypes float16, bfloat16, float32 (float32 computed to float32 accuracy, never TF32); float64 on
+    the ``torch`` backend. Any strides with a contiguous last dim are read in place.
+
+    ``attn_mask``:
+
+    * bool tensor, ``True`` = may attend; float tensor (query dtype or float32): added to the scaled
+      scores; either broadcastable to ``(..., Hq, Lq, Lk)`` (stride-0 broadcast is never copied);
+    * ``torch.nn.attention.bias.causal_upper_left(Lq, Lk)`` / ``causal_lower_right(Lq, Lk)``;
+    * :class:`fastattn.KeyPadding` (per-sequence lengths or a ``(B, Lk)`` bool key mask, optionally
+      causal): the compact form fused kernels skip padded blocks with.
+
+    ``is_causal=True`` is top-left aligned, exactly as SDPA (row ``i`` sees keys ``j <= i``); bottom-right
+    (``j <= i + Lk - Lq``, KV-cache decode) is asked for with ``causal_lower_right`` or
+    ``KeyPadding(..., causal="bottom_right")``::
+
+        is_causal=True, Lq=2, Lk=4      causal_lower_right(2, 4)
+        1 0 0 0                         1 1 1 0
+        1 1 0 0                         1 1 1 1
+
+    A query row with no visible key returns exactly 0 (never NaN). ``scale=None`` is ``1/sqrt(E)``.
+    ``enable_gqa=True``: query head ``h`` uses KV head ``h // (Hq // Hkv)``.
+
+    ``backend``: ``None``/``"auto"`` picks the first of ``cuda``, ``triton``, ``torch`` that supports the
+    inputs (with gradients or dropout: the first with a fused backward / in-kernel dropout); a name
+    forces one and raises :class:`~fastattn.errors.BackendError` (a ``ValueError`` and a
+    ``RuntimeError``) listing every reason it cannot run them. The
+    environment variable ``FASTATTN_BACKEND`` does the same globally; :func:`fastattn.explain` shows the
+    decision. Equivalent PyTorch (up to the empty-row rule)::
+
+        F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale,
+                                       enable_gqa=enable_gqa)
+    """
+    sig = None
+    if not torch.compiler.is_compiling():
+        sig = _call_signature(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, backend)
+        if sig in _DIRECT and 0.0 <= dropout_p < 1.0 and (scale is None or math.isfinite(scale)):
+            if attn_mask is None and not dropout_p and not is_causal and scale is None and not enable_gqa:
+                return _sdpa(query, key, value)  # the most common call, without argument parsing
+            return _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+    inp = normalize_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    plan = plan_for(inp, backend)
+    out = plan.run(inp).reshape(inp.out_shape)
+    if sig and _served_by_sdpa_as_is(inp, plan, attn_mask, is_causal, scale):
+        if len(_DIRECT) >= _MAX_DIRECT:
+            _DIRECT.clear()
+        _DIRECT[sig] = True
+    return out
+
+
+def explain(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
+            scale: Optional[float] = None, enable_gqa: bool = False, *, backend: Optional[str] = None) -> str:
+    """Which backend ``fastattn.attention`` would pick for these arguments, and why each other one
+    was passed over. Runs nothing."""
+    inp = normalize_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    table = dispatch.explain("attention", inp, backend)
+    chosen = next((n for n, r in table.items() if not r), None)
+    lines = [f"attention {inp.describe()} -> {chosen or 'no backend'}"]
+    for n, r in table.items():
+        lines.append(f"  {n}: " + ("supported" if not r else "; ".join(r)))
+    return "\n".join(lines)
+
+
+def clear_direct() -> None:
+    _DIRECT.clear()
+
+
+dispatch.on_reset(clear_direct)
+
+
+def attention_normalized(inp, backend: Optional[str] = None, out_blhd: bool = False) -> torch.Tensor:
+    """Internal entry for integrations that already hold :class:`~fastattn.inputs.AttentionInputs`
+    (e.g. HF with a compact key mask): returns ``(B, Hq, Lq, Ev)``, laid out ``(B, Lq, Hq, Ev)`` in
+    memory when ``out_blhd`` (so ``.transpose(1, 2)`` is HF's output with no copy)."""
+    return plan_for(inp, backend).run(inp, out_blhd)

@@ -1,0 +1,99 @@
+"""What an attention backend declares, and the hooks it implements.
+
+A backend is a :class:`fastattn.dispatch.Backend` with attention-specific data: ``HEAD_DIMS`` (a
+``range`` or a tuple), ``MASK_PARTS`` (which of ``causal``, ``key_lengths``, ``key_mask``,
+``dense_bool``, ``dense_float`` it takes), ``GQA``, ``DIFFERENT_VALUE_DIM`` (E != Ev). The reasons
+those imply are worded here once; a backend adds only its own in :meth:`kernel_reasons`.
+
+Hooks: :meth:`launch` (forward into a preallocated ``out``, returns the float32 LSE) and, for a backend
+with ``SUPPORTS_BACKWARD``, :meth:`launch_bwd`. :meth:`run` is the whole forward of one call: eager
+inference launches directly (the custom-op layer costs more than a decode-sized kernel); autograd and
+``torch.compile`` go through ``fastattn::attn_fwd``.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+
+from ... import dispatch
+
+ALL_MASK_PARTS = frozenset({"causal", "key_lengths", "key_mask", "dense_bool", "dense_float"})
+
+
+def mask_parts(mask) -> List[str]:
+    parts = []
+    if mask.causal is not None:
+        parts.append("causal")
+    if mask.key_lengths is not None:
+        parts.append("key_lengths")
+    if mask.key_mask is not None:
+        parts.append("key_mask")
+    if mask.dense is not None:
+        parts.append("dense_bool" if mask.dense.dtype == torch.bool else "dense_float")
+    return parts
+
+
+_PART_WORDS = {"causal": "a causal mask", "key_lengths": "KeyPadding(lengths=)", "key_mask": "a (B, Lk) key mask",
+               "dense_bool": "a dense bool attn_mask", "dense_float": "a dense float attn_mask"}
+
+
+class AttnBackend(dispatch.Backend):
+    op = "attention"
+    HEAD_DIMS = range(1, 1 << 30)
+    MASK_PARTS = ALL_MASK_PARTS
+    GQA = True
+    DIFFERENT_VALUE_DIM = True
+    #: what to use instead, after a mask-part reason
+    MASK_HINT = ""
+
+    def head_dims(self):
+        return self.HEAD_DIMS
+
+    def special_reasons(self, inp) -> List[str]:
+        reasons = []
+        dims = self.head_dims()
+        for what, d in (("query/key head dim E", inp.E), ("value head dim Ev", inp.Ev)):
+            if d not in dims and not (what[0] == "v" and d == inp.E):  # one reason when E == Ev
+                shown = f"{dims.start}..{dims.stop - 1}" if isinstance(dims, range) else ", ".join(map(str, dims))
+                reasons.append(f"{what}={d} is not supported by the {self.name} kernel (supported: {shown})")
+        if inp.E != inp.Ev and not self.DIFFERENT_VALUE_DIM:
+            reasons.append(f"query/key head dim E={inp.E} differs from value head dim Ev={inp.Ev}; the {self.name} "
+                           "kernel needs E == Ev")
+        if inp.Hq != inp.Hkv and not self.GQA:
+            reasons.append(f"grouped-query attention (Hq={inp.Hq}, Hkv={inp.Hkv}) is not supported by the {self.name} kernel")
+        for part in mask_parts(inp.mask):
+            if part not in self.MASK_PARTS:
+                reasons.append(f"{_PART_WORDS[part]} is not supported by the {self.name} kernel{self.MASK_HINT}")
+        return reasons + self.kernel_reasons(inp)
+
+    def kernel_reasons(self, inp) -> List[str]:
+        return []
+
+    def capabilities(self):
+        caps = super().capabilities()
+        dims = self.head_dims()
+        caps.update(head_dims=f"{dims.start}..{dims.stop - 1}" if isinstance(dims, range) else list(dims),
+                    mask_parts=sorted(self.MASK_PARTS), gqa=self.GQA, different_value_dim=self.DIFFERENT_VALUE_DIM)
+        return caps
+
+    # ---------------------------------------------------------------------------------- hooks
+    def launch(self, inp, out: torch.Tensor, rng: Tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """Write the attention of ``inp`` into ``out`` (``(B, Hq, Lq, Ev)``, any strides with a contiguous
+        last dim) and return the float32 natural-log LSE ``(B, Hq, Lq)`` (``-inf`` on empty rows)."""
+        raise NotImplementedError
+
+    def launch_bwd(self, inp, out, lse, dout, rng: Tuple[int, int] = (0, 0)):
+        """``(dq, dk, dv)`` of the forward (only with ``SUPPORTS_BACKWARD``)."""
+        raise NotImplementedError
+
+    def run(self, inp, out_blhd: bool = False, rng: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """The forward of one call; returns ``(B, Hq, Lq, Ev)`` (``(B, Lq, Hq, Ev)`` memory with ``out_blhd``)."""
+        from ..custom_ops import attention_via_op, empty_out
+        rng = rng or (0, 0)
+        if not inp.requires_grad and not torch.compiler.is_compiling():
+            out = empty_out(inp.query, inp.value, out_blhd)
+            self.launch(inp, out, rng)
+            return out
+        return attention_via_op(self.name, inp, out_blhd, rng)

@@ -1,0 +1,92 @@
+"""``AttnPlan``: how one attention problem runs, decided once and launched many times.
+
+A plan is built from normalised inputs (:class:`~fastattn.inputs.AttentionInputs`) and holds the chosen
+backend and the dispatch decision. It is cached per *signature* — everything a backend's reasons read:
+shapes, strides, dtype, device, the mask's parts and dtypes, whether gradients or dropout are needed,
+the requested backend — so a repeated call pays one dict lookup instead of dispatch. The mask's
+device-side sequence info (the key range of a ``(B, Lk)`` key mask) lives on the mask object
+(:meth:`~fastattn.masks.NormalizedMask.key_range`): computed once per mask, reused by every launch that
+gets the same mask (every layer of a Hugging Face forward).
+
+``plan.run(inp)`` launches: no dispatch, no validation beyond what a mismatch would break.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from .. import dispatch
+from ..runtime import getenv
+from ..dispatch import ENV_VAR
+
+_PLANS: Dict[tuple, "AttnPlan"] = {}
+_MAX_PLANS = 4096
+
+
+class AttnPlan:
+    __slots__ = ("backend", "description")
+
+    def __init__(self, backend, description: str):
+        self.backend = backend
+        self.description = description
+
+    def run(self, inp, out_blhd: bool = False) -> torch.Tensor:
+        """The forward of ``inp`` (which must have this plan's signature); ``(B, Hq, Lq, Ev)``."""
+        rng = None
+        if inp.dropout_p > 0 and self.backend.name != "torch":
+            rng = draw_rng_state(inp.device)
+        return self.backend.run(inp, out_blhd, rng)
+
+    def __repr__(self) -> str:
+        return f"AttnPlan({self.description} -> {self.backend.name})"
+
+
+def draw_rng_state(device: torch.device) -> Tuple[int, int]:
+    """``(seed, offset)`` of a kernel's counter-based dropout, drawn from torch's CPU generator (so
+    ``torch.manual_seed`` reproduces a run bitwise; drawing on the host never syncs a device)."""
+    seed, offset = torch.randint(0, 2 ** 62, (2,), dtype=torch.int64).tolist()
+    return seed, offset
+
+
+def signature(inp, backend: Optional[str]) -> tuple:
+    q, k, v = inp.query, inp.key, inp.value
+    dev = q.device
+    align = 0
+    if dev.type == "cuda" and not torch.compiler.is_compiling():
+        align = (q.data_ptr() | k.data_ptr() | v.data_ptr()) & 15  # the cuda kernel's 16-byte loads
+    return (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, dev, align,
+            inp.mask.signature, inp.dropout_p > 0, inp.requires_grad, backend, getenv(ENV_VAR),
+            getenv("TRITON_INTERPRET"))
+
+
+def plan_for(inp, backend: Optional[str] = None) -> AttnPlan:
+    """The cached plan of ``inp``'s signature (dispatching on a miss; raising what dispatch raises)."""
+    if torch.compiler.is_compiling():  # traced once; the probes are graph constants
+        return AttnPlan(dispatch.select("attention", inp, backend), "")
+    key = signature(inp, backend)
+    plan = _PLANS.get(key)
+    if plan is None:
+        b = dispatch.select("attention", inp, backend)
+        plan = AttnPlan(b, inp.describe())
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan
+        _log_choice(inp, backend, b)
+    return plan
+
+
+def _log_choice(inp, backend, chosen) -> None:
+    from .. import log
+    if log.enabled():
+        log.dispatched("attention", inp.describe(), chosen.name, dispatch.explain("attention", inp, backend))
+
+
+def clear_plans() -> None:
+    """Forget every cached plan (tests that flip availability or the environment)."""
+    _PLANS.clear()
+
+
+dispatch.on_reset(clear_plans)
