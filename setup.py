@@ -4,7 +4,8 @@ Environment:
   FASTATTN_BUILD_CUDA  unset: build if nvcc is found, else skip with a note; 1: build or fail loudly;
                        0: skip.
   FASTATTN_CUDA_ARCHS  ';'-separated, default "80;90a": one -gencode each ("90a" means
-                       arch=compute_90a,code=sm_90a; "80" means arch=compute_80,code=sm_80).
+                       arch=compute_90a,code=sm_90a; "80" means arch=compute_80,code=sm_80). Sources listed
+                       in SOURCE_ARCHS are compiled only for their own archs (those of them in this set).
   MAX_JOBS             ninja parallelism.
   CUDA_HOME / nvcc on PATH  where the toolkit is.
 
@@ -13,8 +14,10 @@ the CUDA runtime statically: one build works with any torch. ``python setup.py b
 works too.
 """
 
+import fnmatch
 import glob
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -24,6 +27,17 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+#: Per-source arch sets: (glob pattern relative to the repository root, archs). A .cu source that matches
+#: a pattern is compiled only for the archs of the build (FASTATTN_CUDA_ARCHS) that are also listed here,
+#: and left out of the extension when none is; every other source gets every arch of the build. A kernel
+#: family that needs arch-specific instructions (wgmma / TMA: sm_90a) lives under its own directory and is
+#: listed here, e.g. ("csrc/attention/sm90/*", ("90a",)); the binding layer then asks build_info() /
+#: attention_fwd_instances() which families exist.
+SOURCE_ARCHS = [
+    ("csrc/attention/sm90/*", ("90a",)),
+    ("csrc/attention/instances/*_sm90_*", ("90a",)),
+]
 
 
 def find_cuda_home():
@@ -69,16 +83,37 @@ def find_cublas(cuda_home):
 
 
 def parse_archs(spec):
-    flags, names = [], []
+    """``["80", "90a"]`` from ``"80;90a"``."""
+    archs = []
     for a in [s.strip() for s in spec.replace(",", ";").split(";") if s.strip()]:
         num = a.rstrip("a")
         if not num.isdigit():
             raise SystemExit(f"FASTATTN_CUDA_ARCHS: bad arch {a!r} (expected e.g. 80 or 90a)")
-        flags.append(f"-gencode=arch=compute_{a},code=sm_{a}")
-        names.append(f"sm_{a}")
-    if not flags:
+        archs.append(a)
+    if not archs:
         raise SystemExit("FASTATTN_CUDA_ARCHS is empty")
-    return flags, names
+    return archs
+
+
+def gencode(archs):
+    return " ".join(f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs)
+
+
+def source_archs(src, archs):
+    """The archs of the build that ``src`` (relative to the repository root) is compiled for."""
+    rel = src.replace(os.sep, "/")
+    for pattern, only in SOURCE_ARCHS:
+        if fnmatch.fnmatch(rel, pattern):
+            return [a for a in archs if a in only]
+    return list(archs)
+
+
+def generate_attention_instances():
+    """Bring csrc/attention/instances/ in line with the one list in generate_instances.py (rewrites only
+    what changed, so ninja rebuilds nothing when nothing did)."""
+    gen = runpy.run_path(os.path.join(ROOT, "csrc", "attention", "generate_instances.py"))
+    for line in gen["write"]():
+        print("fastattn: generate_instances:", line, file=sys.stderr)
 
 
 class CUDAExtension(Extension):
@@ -123,7 +158,8 @@ class NinjaBuildExt(build_ext):
             libraries = [found[2] if l == "-lcublasLt" else l for l in libraries]
             # run time: the wheel next to an installed fastattn ('$$' is ninja's escape of '$')
             libraries += ["-Wl,-rpath,'$$ORIGIN/../nvidia/cu13/lib'", "-Wl,-rpath,'$$ORIGIN/../nvidia/cublas/lib'"]
-        archs, arch_names = parse_archs(os.environ.get("FASTATTN_CUDA_ARCHS", "80;90a"))
+        archs = parse_archs(os.environ.get("FASTATTN_CUDA_ARCHS", "80;90a"))
+        arch_names = [f"sm_{a}" for a in archs]
         out_path = os.path.abspath(self.get_ext_fullpath(ext.name))
         os.makedirs(os.path.dirname(out_path), exist_ok=True)
         bdir = os.path.abspath(os.path.join(self.build_temp, ext.name.replace(".", "_")))
@@ -136,7 +172,7 @@ class NinjaBuildExt(build_ext):
         inc = " ".join(f"-I{p}" for p in includes)
         defs = f"-DFASTATTN_ARCHS='\"{';'.join(arch_names)}\"'"
         common = "-O3 -std=c++17 -fPIC -fvisibility=hidden"
-        nvcc_flags = (f"-O3 -std=c++17 {' '.join(archs)} -Xcompiler -fPIC -Xcompiler -fvisibility=hidden "
+        nvcc_flags = (f"-O3 -std=c++17 -Xcompiler -fPIC -Xcompiler -fvisibility=hidden "
                       f"--expt-relaxed-constexpr --use_fast_math -lineinfo {defs} "
                       + os.environ.get("FASTATTN_NVCC_FLAGS", ""))
         lib_dirs = [os.path.join(cuda, d) for d in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib"))]
@@ -147,17 +183,24 @@ class NinjaBuildExt(build_ext):
         rpath = ":".join(d for d in lib_dirs if not d.endswith("stubs"))
         lines = [
             "ninja_required_version = 1.3",
-            f"rule nvcc\n  command = {nvcc} {nvcc_flags} {inc} -c $in -o $out -MD -MF $out.d\n  depfile = $out.d\n  deps = gcc\n  description = NVCC $in",
+            f"rule nvcc\n  command = {nvcc} $gencode {nvcc_flags} {inc} -c $in -o $out -MD -MF $out.d\n  depfile = $out.d\n  deps = gcc\n  description = NVCC $in",
             f"rule cxx\n  command = {cxx} {common} {defs} {inc} -c $in -o $out -MD -MF $out.d\n  depfile = $out.d\n  deps = gcc\n  description = CXX $in",
             f"rule link\n  command = {cxx} -shared $in -o $out {libs} -Wl,-rpath,{rpath} -lcudart_static "
             + " ".join(libraries) + " -ldl -lpthread -lrt\n  description = LINK $out",
         ]
         objs = []
-        for src in ext.cuda_sources:
-            src = os.path.join(ROOT, src)
-            obj = os.path.join(bdir, os.path.relpath(src, ROOT).replace(os.sep, "_") + ".o")
-            rule = "nvcc" if src.endswith(".cu") else "cxx"
-            lines.append(f"build {obj}: {rule} {src}")
+        for rel in ext.cuda_sources:
+            src = os.path.join(ROOT, rel)
+            obj = os.path.join(bdir, rel.replace(os.sep, "_") + ".o")
+            if src.endswith(".cu"):
+                src_archs = source_archs(rel, archs)
+                if not src_archs:
+                    print(f"fastattn: {rel} is not compiled (its archs are not in this build's {archs})",
+                          file=sys.stderr)
+                    continue
+                lines.append(f"build {obj}: nvcc {src}\n  gencode = {gencode(src_archs)}")
+            else:
+                lines.append(f"build {obj}: cxx {src}")
             objs.append(obj)
         lines.append(f"build {out_path}: link {' '.join(objs)}")
         with open(os.path.join(bdir, "build.ninja"), "w") as f:
@@ -170,8 +213,8 @@ class NinjaBuildExt(build_ext):
 
 
 def cuda_sources():
-    srcs = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/**/*.cu", recursive=True)
-                  + glob.glob("csrc/*/*.cpp"))
+    generate_attention_instances()
+    srcs = sorted(glob.glob("csrc/**/*.cu", recursive=True) + glob.glob("csrc/**/*.cpp", recursive=True))
     # sources of separately linked extensions live under csrc/blas/
     return [s for s in srcs if not s.startswith(os.path.join("csrc", "blas"))]
 

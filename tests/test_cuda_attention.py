@@ -1,7 +1,8 @@
-"""CPU tier of the cuda attention backend (issue #4): the compiled entry points exist, the binding
-layer validates every argument (ValueError naming it) before touching a device, a call without a
-device raises a clear RuntimeError, and ``not_supported_reasons`` names every case the kernel leaves to
-other backends. Numerics live in tests/gpu/test_cuda_attention_gpu.py."""
+"""CPU tier of the cuda attention backend: the compiled entry points exist, the binding layer
+(``AttnFwdParams`` + ``attn_fwd``) validates every argument (``ArgumentError``: ValueError and
+RuntimeError, naming it) before touching a device, a call without a device raises a clear RuntimeError,
+and ``not_supported_reasons`` names every case the kernel leaves to other backends. Numerics live in
+tests/gpu/test_cuda_attention_gpu.py."""
 
 from __future__ import annotations
 
@@ -23,15 +24,28 @@ HAS_CUDA = torch.cuda.is_available()
 ADDR = 1 << 20  # a 16-byte aligned fake address: validation must reject bad metadata before using it
 
 
-def _call(**over):
-    """attention_fwd with valid metadata for B=2, Hq=6, Hkv=2, Lq=113, Lk=203, D=64, overridable."""
+_STRIDE_ARGS = ("q_strides", "k_strides", "v_strides", "out_strides")
+_LAUNCH_ARGS = ("q_ptr", "k_ptr", "v_ptr", "out_ptr", "lse_ptr", "stream")
+
+
+def _split(**over):
+    """Valid (params, strides, launch) arguments for B=2, Hq=6, Hkv=2, Lq=113, Lk=203, D=64, overridable."""
     B, Hq, Hkv, Lq, Lk, D = 2, 6, 2, 113, 203, 64
-    args = dict(q_ptr=ADDR, k_ptr=ADDR, v_ptr=ADDR, out_ptr=ADDR, lse_ptr=ADDR, dtype=0, B=B, Hq=Hq, Hkv=Hkv,
-                Lq=Lq, Lk=Lk, head_dim=D, q_strides=(Hq * Lq * D, Lq * D, D, 1),
-                k_strides=(Hkv * Lk * D, Lk * D, D, 1), v_strides=(Hkv * Lk * D, Lk * D, D, 1),
-                out_strides=(Lq * Hq * D, D, Hq * D, 1), scale=0.125, causal=0)
-    args.update(over)
-    return EXT.attention_fwd(**args)
+    params = dict(dtype=0, B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, head_dim=D, scale=0.125, causal=0, device=0)
+    strides = dict(q_strides=(Hq * Lq * D, Lq * D, D, 1), k_strides=(Hkv * Lk * D, Lk * D, D, 1),
+                   v_strides=(Hkv * Lk * D, Lk * D, D, 1), out_strides=(Lq * Hq * D, D, Hq * D, 1))
+    launch = dict(q_ptr=ADDR, k_ptr=ADDR, v_ptr=ADDR, out_ptr=ADDR, lse_ptr=ADDR, stream=0)
+    for k, v in over.items():
+        (strides if k in _STRIDE_ARGS else launch if k in _LAUNCH_ARGS else params)[k] = v
+    return params, strides, launch
+
+
+def _call(**over):
+    """Build the params, set the strides and launch (each step validates its own arguments)."""
+    params, strides, launch = _split(**over)
+    p = EXT.AttnFwdParams(**params)
+    p.set_strides(**strides)
+    return EXT.attn_fwd(p, **launch)
 
 
 # ------------------------------------------------------------------------------------ extension
@@ -39,11 +53,68 @@ def _call(**over):
 def test_extension_has_attention_entry_points():
     info = EXT.build_info()
     assert "attention" in info["components"], info
-    assert callable(EXT.attention_fwd) and callable(EXT.attention_fwd_head_dims)
+    assert callable(EXT.attn_fwd) and callable(EXT.attention_fwd_head_dims)
+    assert not hasattr(EXT, "attention_fwd")  # the 26-argument form is gone: one parameter object
     dims = EXT.attention_fwd_head_dims()
     assert {32, 64, 80, 96, 128}.issubset(dims), dims
     assert tuple(dims) == DEFAULT_HEAD_DIMS
-    assert "attention_fwd" in EXT.attention_fwd.__doc__
+    assert "AttnFwdParams" in EXT.attn_fwd.__doc__ or "params" in EXT.attn_fwd.__doc__
+
+
+@needs_ext
+def test_instances_listed_by_the_extension():
+    inst = EXT.attention_fwd_instances()
+    keys = {(i["dtype"], i["head_dim"], i["causal"]) for i in inst}
+    assert keys == {(dt, d, c) for dt in ("float16", "bfloat16") for d in DEFAULT_HEAD_DIMS for c in (False, True)}
+    for i in inst:
+        assert i["family"] == "sm80" and i["threads"] == 128 and i["block_m"] == 64
+        assert i["smem_bytes"] == (64 + 4 * i["block_n"]) * (i["head_dim"] + 8) * 2, i
+
+
+@needs_ext
+def test_argument_error_is_value_and_runtime_error():
+    assert issubclass(EXT.ArgumentError, ValueError) and issubclass(EXT.ArgumentError, RuntimeError)
+    with pytest.raises(EXT.ArgumentError, match="head_dim=72"):
+        _call(head_dim=72)
+    with pytest.raises(RuntimeError, match="head_dim=72"):  # what code written for SDPA catches
+        _call(head_dim=72)
+
+
+@needs_ext
+def test_params_object_fields():
+    params, strides, _ = _split(causal=2, scale=0.5)
+    p = EXT.AttnFwdParams(**params)
+    assert (p.dtype, p.B, p.Hq, p.Hkv, p.Lq, p.Lk, p.head_dim, p.causal, p.device) == (0, 2, 6, 2, 113, 203, 64, 2, 0)
+    assert p.causal_offset == 203 - 113 and p.num_m_blocks == 2 and p.scale == 0.5
+    assert p.strides is None and "strides=unset" in repr(p)
+    p.set_strides(**strides)
+    assert p.strides == tuple(strides[k] for k in _STRIDE_ARGS) and "strides=set" in repr(p)
+    p.scale = 0.25  # per layer, between launches
+    assert p.scale == 0.25
+    with pytest.raises(ValueError, match="scale must be finite"):
+        p.scale = float("inf")
+    assert p.scale == 0.25
+    with pytest.raises(TypeError):  # the constructor is keyword-only
+        EXT.AttnFwdParams(0, 2, 6, 2, 113, 203, 64, 0.125, 0, 0)
+
+
+@needs_ext
+def test_launch_needs_strides_first():
+    params, _, launch = _split()
+    with pytest.raises(ValueError, match=r"strides are not set; call params.set_strides"):
+        EXT.attn_fwd(EXT.AttnFwdParams(**params), **launch)
+
+
+@needs_ext
+def test_debug_switch():
+    was = EXT.debug()
+    try:
+        EXT.set_debug(True)
+        assert EXT.debug() is True
+        EXT.set_debug(False)
+        assert EXT.debug() is False
+    finally:
+        EXT.set_debug(was)
 
 
 @needs_ext
@@ -64,7 +135,7 @@ def test_fake_pointer_rejected_with_a_device():
 
 @needs_ext
 @pytest.mark.parametrize("over, match", [
-    (dict(head_dim=72), r"head_dim=72 is not supported; supported head dims: 32, 64, 80, 96, 128, 256"),
+    (dict(head_dim=72), r"attn_fwd: head_dim=72 is not supported; supported head dims: 32, 64, 80, 96, 128, 256"),
     (dict(dtype=2), r"dtype code 2 \(float32\) is not supported"),
     (dict(dtype=7), r"dtype code 7"),
     (dict(Hq=6, Hkv=4), r"Hq=6 must be a multiple of Hkv=4"),
@@ -84,6 +155,8 @@ def test_fake_pointer_rejected_with_a_device():
     (dict(key_mask_ptr=ADDR), r"key_mask_ptr needs key_range_ptr"),
     (dict(key_lengths_ptr=ADDR + 4, key_lengths_int64=True), r"key_lengths_ptr is not aligned"),
     (dict(Lq=65535 * 64 + 1, q_strides=(0, 0, 64, 1)), r"at most 65535"),
+    (dict(device=-1), r"device must be a CUDA device index >= 0"),
+    (dict(lse_ptr=0), r"lse_ptr must be a non-null"),
 ])
 def test_binding_validation_names_the_argument(over, match):
     with pytest.raises(ValueError, match=match):

@@ -35,7 +35,7 @@ def test_extension_call_without_device_raises_clearly():
         pytest.skip(why)
     assert mod.runtime_status().startswith("no device")
     with pytest.raises(RuntimeError, match="no usable CUDA device"):
-        mod.key_ranges(1, 2, 8, 8, 1, 1, 0)
+        mod.key_ranges(1 << 20, 2, 8, 8, 1, 1 << 20, 0)
 
 
 def test_extension_validates_arguments_first():
@@ -44,6 +44,28 @@ def test_extension_validates_arguments_first():
         pytest.skip(why)
     with pytest.raises(ValueError, match="B and Lk"):
         mod.key_ranges(1, -1, 8, 8, 1, 1, 0)
+    with pytest.raises(ValueError, match="out_ptr must be 4-byte aligned"):
+        mod.key_ranges(1 << 20, 2, 8, 8, 1, (1 << 20) + 2, 0)
+
+
+def test_both_extensions_raise_their_own_argument_error():
+    """A bad argument is <module>.ArgumentError, a ValueError and a RuntimeError; the exception translators
+    are module-local, so neither extension raises the other's class."""
+    C, why = _ext.load_ext("_C")
+    if C is None:
+        pytest.skip(why)
+    assert issubclass(C.ArgumentError, ValueError) and issubclass(C.ArgumentError, RuntimeError)
+    with pytest.raises(C.ArgumentError, match="B and Lk"):
+        C.key_ranges(1, -1, 8, 8, 1, 1, 0)
+    blas, why = _ext.load_ext("_C_blas")
+    if blas is None:
+        pytest.skip(why)
+    assert blas.ArgumentError is not C.ArgumentError
+    assert issubclass(blas.ArgumentError, ValueError) and issubclass(blas.ArgumentError, RuntimeError)
+    with pytest.raises(blas.ArgumentError, match="alignments must be powers of two"):
+        blas.check(4, 8, 8, 0, 8, 1, 8, 1, False, False, 0, 8, 0, 0, 0, 3, 16, 16, 16, 16)
+    stats = blas.cache_stats()
+    assert set(stats) == {"entries", "hits", "misses", "max_entries"} and stats["max_entries"] > 0
 
 
 @pytest.mark.gpu

@@ -19,106 +19,70 @@
 // No TF32: fp32 GEMMs use CUBLAS_COMPUTE_32F (CUBLAS_COMPUTE_32F_FAST_TF32 is never requested).
 // The workspace is a caller-owned device buffer (torch allocation, cached per device and stream).
 // Split-K partial sums are reduced in fp32 only (REDUCTION_SCHEME_NONE | COMPUTE_TYPE).
-// The chosen algorithm is cached per (problem, layouts, epilogue, operand alignments up to 256 bytes,
-// workspace size, device); check() asks the same heuristic from metadata so the Python backend can turn
-// "no algorithm" into a dispatch reason instead of a launch-time error.
+// Per-call cost: everything cuBLASLt needs besides the pointers -- the matmul descriptor, the four matrix
+// layouts and the heuristic's algorithm (or its "no algorithm" reason) -- is built once per problem key
+// (sizes, dtype, transposes, leading dims, epilogue, residual, operand alignments up to 256 bytes,
+// workspace size, device) and cached (GemmPlan). A repeated shape does no descriptor work: gemm() sets the
+// bias pointer on the cached descriptor and enqueues. check() asks the same heuristic from metadata (and
+// fills the same cache) so the Python backend can turn "no algorithm" into a dispatch reason instead of a
+// launch-time error. The cache holds at most kMaxPlans entries and starts over when full.
+
+#define FASTATTN_EXT_NAME "fastattn._C_blas"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
 
+#include "common/checks.h"
+#include "common/device.h"
+#include "common/pybind_errors.h"
+
 namespace py = pybind11;
 
+namespace fastattn {
 namespace {
-
-#define BLAS_CHECK_ARG(cond, ...)                 \
-  do {                                            \
-    if (!(cond)) {                                \
-      std::ostringstream _os;                     \
-      _os << __VA_ARGS__;                         \
-      throw std::invalid_argument(_os.str());     \
-    }                                             \
-  } while (0)
-
-#define BLAS_CUDA_CHECK(expr)                                                                          \
-  do {                                                                                                 \
-    cudaError_t _e = (expr);                                                                           \
-    if (_e != cudaSuccess) {                                                                           \
-      std::ostringstream _os;                                                                          \
-      _os << "fastattn._C_blas: CUDA error " << cudaGetErrorName(_e) << " (" << cudaGetErrorString(_e) \
-          << ") in " << #expr;                                                                         \
-      throw std::runtime_error(_os.str());                                                             \
-    }                                                                                                  \
-  } while (0)
 
 #define LT_CHECK(expr)                                                                                   \
   do {                                                                                                   \
     cublasStatus_t _s = (expr);                                                                          \
     if (_s != CUBLAS_STATUS_SUCCESS) {                                                                   \
       std::ostringstream _os;                                                                            \
-      _os << "fastattn._C_blas: cuBLASLt error " << cublasLtGetStatusName(_s) << " ("                    \
+      _os << FASTATTN_EXT_NAME ": cuBLASLt error " << cublasLtGetStatusName(_s) << " ("                  \
           << cublasLtGetStatusString(_s) << ") in " << #expr;                                            \
       throw std::runtime_error(_os.str());                                                               \
     }                                                                                                    \
   } while (0)
 
-void require_device() {
-  int n = 0;
-  cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess || n == 0) {
-    cudaGetLastError();
-    std::ostringstream os;
-    os << "fastattn._C_blas: no usable CUDA device ("
-       << (err != cudaSuccess ? std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err)
-                              : std::string("0 devices"))
-       << "); the cuda backend needs an NVIDIA GPU with a working driver";
-    throw std::runtime_error(os.str());
-  }
-}
-
-// dtype codes shared with fastattn._C (csrc/common.h DType): 0 fp16, 1 bf16, 2 fp32
+// dtype codes shared with fastattn._C (common/device.h DType): 0 fp16, 1 bf16, 2 fp32
 cudaDataType_t cuda_dtype(int code) {
   switch (code) {
     case 0: return CUDA_R_16F;
     case 1: return CUDA_R_16BF;
     case 2: return CUDA_R_32F;
   }
-  throw std::invalid_argument("fastattn._C_blas: dtype code must be 0 (fp16), 1 (bf16) or 2 (fp32), got " +
-                              std::to_string(code));
+  throw std::invalid_argument("gemm: dtype code must be 0 (fp16), 1 (bf16) or 2 (fp32), got " + std::to_string(code));
 }
 
 // Byte alignment of a pointer, capped at 256 (cuBLASLt's default MIN_ALIGNMENT preference): part of the
-// algorithm cache key and passed as the MIN_ALIGNMENT_*_BYTES preferences, so that an algorithm chosen for
-// aligned operands is never reused on less aligned ones (and aligned operands are not limited to the
-// algorithms a 16-byte cap would leave).
+// plan key and passed as the MIN_ALIGNMENT_*_BYTES preferences, so that an algorithm chosen for aligned
+// operands is never reused on less aligned ones (and aligned operands are not limited to the algorithms a
+// 16-byte cap would leave).
 uint32_t alignment(std::uintptr_t p) {
   uint32_t a = 1;
   while (a < 256 && p % (2 * a) == 0) a *= 2;
   return a;
 }
-
-// Restores the caller's current device on scope exit (the Python side already enters the tensor's device;
-// this keeps a direct call from leaving the process on another device).
-struct DeviceGuard {
-  int prev = -1;
-  explicit DeviceGuard(int dev) {
-    BLAS_CUDA_CHECK(cudaGetDevice(&prev));
-    if (prev != dev) BLAS_CUDA_CHECK(cudaSetDevice(dev));
-    else prev = -1;
-  }
-  ~DeviceGuard() {
-    if (prev >= 0) cudaSetDevice(prev);
-  }
-};
 
 struct Handles {
   std::mutex mu;
@@ -137,41 +101,6 @@ Handles& handles() {
   static Handles* h = new Handles();
   return *h;
 }
-
-struct Key {
-  int64_t v[20];
-  bool operator==(const Key& o) const { return std::memcmp(v, o.v, sizeof(v)) == 0; }
-};
-struct KeyHash {
-  size_t operator()(const Key& k) const {
-    size_t h = 1469598103934665603ull;
-    for (int64_t x : k.v) h = (h ^ std::hash<int64_t>()(x)) * 1099511628211ull;
-    return h;
-  }
-};
-struct AlgoCache {
-  std::mutex mu;
-  std::unordered_map<Key, cublasLtMatmulAlgo_t, KeyHash> map;
-};
-AlgoCache& algo_cache() {
-  static AlgoCache* c = new AlgoCache();
-  return *c;
-}
-
-// RAII for the per-call descriptors (cheap to create; the algorithm search is what is cached).
-struct Desc {
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr, d = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
-  ~Desc() {
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (d) cublasLtMatrixLayoutDestroy(d);
-    if (c) cublasLtMatrixLayoutDestroy(c);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (op) cublasLtMatmulDescDestroy(op);
-  }
-};
 
 // epilogue codes (fastattn.backends.cuda_ffn EPI_*): 0 none (bias if given), 1 tanh GELU (after bias)
 //
@@ -193,14 +122,14 @@ struct Problem {
 Problem make_problem(int64_t M, int64_t N, int64_t K, int dtype, int64_t sxm, int64_t sxk, int64_t swn, int64_t swk,
                      bool has_bias, bool has_residual, int64_t srm, int64_t sym, int epilogue, int64_t workspace_bytes,
                      int device) {
-  BLAS_CHECK_ARG(M >= 0 && N >= 0 && K >= 0, "gemm: sizes must be >= 0, got M=" << M << ", N=" << N << ", K=" << K);
-  BLAS_CHECK_ARG(epilogue == 0 || epilogue == 1,
+  FA_CHECK_ARG(M >= 0 && N >= 0 && K >= 0, "gemm: sizes must be >= 0, got M=" << M << ", N=" << N << ", K=" << K);
+  FA_CHECK_ARG(epilogue == 0 || epilogue == 1,
                  "gemm: epilogue must be 0 (none/bias) or 1 (tanh GELU; cuBLASLt has no exact-erf GELU), got "
                      << epilogue);
-  BLAS_CHECK_ARG(epilogue == 0 || !has_residual, "gemm: a residual cannot follow the GELU epilogue");
-  BLAS_CHECK_ARG(K > 0, "gemm: K (in_features) must be > 0");
-  BLAS_CHECK_ARG(workspace_bytes >= 0, "gemm: workspace_bytes must be >= 0");
-  BLAS_CHECK_ARG(device >= 0, "gemm: device must be a CUDA device index >= 0, got " << device);
+  FA_CHECK_ARG(epilogue == 0 || !has_residual, "gemm: a residual cannot follow the GELU epilogue");
+  FA_CHECK_ARG(K > 0, "gemm: K (in_features) must be > 0");
+  FA_CHECK_ARG(workspace_bytes >= 0, "gemm: workspace_bytes must be >= 0");
+  FA_CHECK_ARG(device >= 0, "gemm: device must be a CUDA device index >= 0, got " << device);
   Problem p{};
   p.M = M;
   p.N = N;
@@ -214,11 +143,11 @@ Problem make_problem(int64_t M, int64_t N, int64_t K, int dtype, int64_t sxm, in
   }
   if (N == 1 && swk != 1) swn = 1;
   if (M == 1 && sxk != 1) sxm = 1;
-  BLAS_CHECK_ARG(swn == 1 || swk == 1,
+  FA_CHECK_ARG(swn == 1 || swk == 1,
                  "gemm: weight strides (" << swn << ", " << swk << ") need a unit stride on one dim");
-  BLAS_CHECK_ARG(sxk == 1 || sxm == 1, "gemm: x strides (" << sxm << ", " << sxk << ") need a unit stride on one dim");
-  BLAS_CHECK_ARG(M <= 1 || sym >= N, "gemm: y row stride " << sym << " must be >= N=" << N);
-  BLAS_CHECK_ARG(!has_residual || M <= 1 || srm >= N,
+  FA_CHECK_ARG(sxk == 1 || sxm == 1, "gemm: x strides (" << sxm << ", " << sxk << ") need a unit stride on one dim");
+  FA_CHECK_ARG(M <= 1 || sym >= N, "gemm: y row stride " << sym << " must be >= N=" << N);
+  FA_CHECK_ARG(!has_residual || M <= 1 || srm >= N,
                  "gemm: residual row stride " << srm << " must be >= N=" << N);
   // A = w, an N x K operand
   if (swk == 1) {  // row-major (N, K) (nn.Linear): stored as a K x N column-major matrix, transposed
@@ -227,7 +156,7 @@ Problem make_problem(int64_t M, int64_t N, int64_t K, int dtype, int64_t sxm, in
     p.ta = CUBLAS_OP_N; p.a_rows = N; p.a_cols = K; p.lda = swk;
   }
   if (p.lda < static_cast<int64_t>(p.a_rows)) {  // fine for a single column; otherwise columns would overlap
-    BLAS_CHECK_ARG(p.a_cols == 1, "gemm: weight strides (" << swn << ", " << swk << ") overlap (leading stride "
+    FA_CHECK_ARG(p.a_cols == 1, "gemm: weight strides (" << swn << ", " << swk << ") overlap (leading stride "
                                       << p.lda << " < " << p.a_rows << "); pass a weight with distinct elements");
     p.lda = p.a_rows;
   }
@@ -238,7 +167,7 @@ Problem make_problem(int64_t M, int64_t N, int64_t K, int dtype, int64_t sxm, in
     p.tb = CUBLAS_OP_T; p.b_rows = M; p.b_cols = K; p.ldb = sxk;
   }
   if (p.ldb < static_cast<int64_t>(p.b_rows)) {
-    BLAS_CHECK_ARG(p.b_cols == 1, "gemm: x strides (" << sxm << ", " << sxk << ") overlap (leading stride " << p.ldb
+    FA_CHECK_ARG(p.b_cols == 1, "gemm: x strides (" << sxm << ", " << sxk << ") overlap (leading stride " << p.ldb
                                       << " < " << p.b_rows << ")");
     p.ldb = p.b_rows;
   }
@@ -254,74 +183,146 @@ Problem make_problem(int64_t M, int64_t N, int64_t K, int dtype, int64_t sxm, in
   return p;
 }
 
-// Build the descriptors of `p` into `desc`. `bias` is the bias pointer (0 = none); the heuristic never
-// dereferences it but reads its alignment from its value (cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER).
-void build_desc(const Problem& p, std::uintptr_t bias, Desc& desc) {
-  // fp16/bf16/fp32 all accumulate in fp32 with fp32 alpha/beta (host pointer mode, the default);
-  // CUBLAS_COMPUTE_32F also for fp32 inputs: no TF32
-  LT_CHECK(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &p.ta, sizeof(p.ta)));
-  LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &p.tb, sizeof(p.tb)));
-  LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &p.epi, sizeof(p.epi)));
-  if (p.has_bias) {
-    const void* bp = reinterpret_cast<const void*>(bias);
-    LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &p.dt, sizeof(p.dt)));
+// ------------------------------------------------------------------------------------------ plan cache
+// Everything cuBLASLt needs for one problem key except the pointers: the matmul descriptor, the four
+// layouts and the heuristic's answer. Built once (build_plan), then shared by every gemm()/check() of that
+// key; gemm() only writes the bias pointer into `op` (under `mu`) before enqueueing.
+struct GemmPlan {
+  std::mutex mu;  // guards the bias-pointer attribute of `op` from the set to the enqueue
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr, d = nullptr;
+  bool ok = false;            // the heuristic found an algorithm
+  cublasLtMatmulAlgo_t algo;  // valid when ok
+  std::string why;            // the reason when !ok
+  GemmPlan() { std::memset(&algo, 0, sizeof(algo)); }
+  ~GemmPlan() {
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
   }
-  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.a, p.dt, p.a_rows, p.a_cols, p.lda));
-  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.b, p.dt, p.b_rows, p.b_cols, p.ldb));
-  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.c, p.dt, p.N, p.M, p.ldc));
-  LT_CHECK(cublasLtMatrixLayoutCreate(&desc.d, p.dt, p.N, p.M, p.ldd));
+  GemmPlan(const GemmPlan&) = delete;
+  GemmPlan& operator=(const GemmPlan&) = delete;
+};
+
+struct PlanKey {
+  int64_t v[20];
+  bool operator==(const PlanKey& o) const { return std::memcmp(v, o.v, sizeof(v)) == 0; }
+};
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& k) const {
+    size_t h = 1469598103934665603ull;
+    for (int64_t x : k.v) h = (h ^ std::hash<int64_t>()(x)) * 1099511628211ull;
+    return h;
+  }
+};
+
+// Bounded: a server that sees ever new token counts (M) must not grow without limit. When full the cache
+// starts over; plans still in use by a caller stay alive through their shared_ptr.
+constexpr size_t kMaxPlans = 4096;
+
+struct PlanCache {
+  std::mutex mu;
+  std::unordered_map<PlanKey, std::shared_ptr<GemmPlan>, PlanKeyHash> map;
+  std::atomic<uint64_t> hits{0}, misses{0};
+};
+PlanCache& plan_cache() {
+  static PlanCache* c = new PlanCache();  // never destroyed (descriptors outliving the driver at exit)
+  return *c;
 }
 
-// The cached algorithm for `p` at these operand alignments (bytes, <= 256), or false with `why` set.
-// Caller holds the device (DeviceGuard) and has built `desc`.
-bool find_algo(const Problem& p, uint32_t al_x, uint32_t al_w, uint32_t al_c, uint32_t al_y, uint32_t al_bias,
-               cublasLtHandle_t handle, Desc& desc, cublasLtMatmulAlgo_t* algo, std::string* why) {
-  Key key{{p.M, p.N, p.K, p.dtype, p.ta, p.tb, p.lda, p.ldb, p.ldc, p.ldd, p.epi, p.has_residual, al_x, al_w, al_c,
-           al_y, p.has_bias ? al_bias : 0, p.workspace_bytes, p.device, 0}};
-  {
-    std::lock_guard<std::mutex> g(algo_cache().mu);
-    auto it = algo_cache().map.find(key);
-    if (it != algo_cache().map.end()) {
-      *algo = it->second;
-      return true;
-    }
+// The operand alignments (bytes, powers of two <= 256) that select an algorithm, with the problem.
+struct Alignments {
+  uint32_t x, w, c, y, bias;  // bias: 0 without a bias
+};
+
+PlanKey plan_key(const Problem& p, const Alignments& al) {
+  return PlanKey{{p.M, p.N, p.K, p.dtype, p.ta, p.tb, p.lda, p.ldb, p.ldc, p.ldd, p.epi, p.has_residual, al.x, al.w,
+                  al.c, al.y, p.has_bias ? al.bias : 0, p.workspace_bytes, p.device, 0}};
+}
+
+// Descriptors + heuristic for `p`. `bias` is a pointer of the key's bias alignment (the heuristic never
+// dereferences it but reads its alignment from its value: cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER).
+// Caller holds the device (DeviceGuard).
+std::shared_ptr<GemmPlan> build_plan(const Problem& p, const Alignments& al, std::uintptr_t bias,
+                                     cublasLtHandle_t handle) {
+  auto plan = std::make_shared<GemmPlan>();
+  // fp16/bf16/fp32 all accumulate in fp32 with fp32 alpha/beta (host pointer mode, the default);
+  // CUBLAS_COMPUTE_32F also for fp32 inputs: no TF32
+  LT_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  LT_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &p.ta, sizeof(p.ta)));
+  LT_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &p.tb, sizeof(p.tb)));
+  LT_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &p.epi, sizeof(p.epi)));
+  if (p.has_bias) {
+    const void* bp = reinterpret_cast<const void*>(bias);
+    LT_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &p.dt, sizeof(p.dt)));
   }
-  LT_CHECK(cublasLtMatmulPreferenceCreate(&desc.pref));
+  LT_CHECK(cublasLtMatrixLayoutCreate(&plan->a, p.dt, p.a_rows, p.a_cols, p.lda));
+  LT_CHECK(cublasLtMatrixLayoutCreate(&plan->b, p.dt, p.b_rows, p.b_cols, p.ldb));
+  LT_CHECK(cublasLtMatrixLayoutCreate(&plan->c, p.dt, p.N, p.M, p.ldc));
+  LT_CHECK(cublasLtMatrixLayoutCreate(&plan->d, p.dt, p.N, p.M, p.ldd));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  struct PrefGuard {
+    cublasLtMatmulPreference_t pr;
+    ~PrefGuard() { cublasLtMatmulPreferenceDestroy(pr); }
+  } pref_guard{pref};
   uint64_t ws = static_cast<uint64_t>(p.workspace_bytes);
-  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
   // Split-K partial sums only in fp32 (the compute type): INPLACE and OUTPUT_TYPE add the parts up in the
   // output type (fp16/bf16), an extra rounding per split that eager PyTorch avoids when reduced-precision
   // reduction is disallowed (cuBLAS docs, cublasLtReductionScheme_t). COMPUTE_TYPE is also deterministic.
   uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red,
-                                                sizeof(red)));
-  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_w, 4));
-  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_x, 4));
-  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, 4));
-  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_y, 4));
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof(red)));
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al.w, 4));
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al.x, 4));
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al.c, 4));
+  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al.y, 4));
   cublasLtMatmulHeuristicResult_t res;
   std::memset(&res, 0, sizeof(res));
   int n = 0;
-  cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(handle, desc.op, desc.a, desc.b, desc.c, desc.d, desc.pref, 1, &res, &n);
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, plan->op, plan->a, plan->b, plan->c, plan->d, pref, 1,
+                                                     &res, &n);
   if (st != CUBLAS_STATUS_SUCCESS || n == 0 || res.state != CUBLAS_STATUS_SUCCESS) {
     std::ostringstream os;
     os << "cuBLASLt has no algorithm for M=" << p.M << " N=" << p.N << " K=" << p.K << " dtype code " << p.dtype
        << " epilogue " << static_cast<int>(p.epi) << (p.has_residual ? " with a residual" : "")
-       << " (operand alignments x=" << al_x << " w=" << al_w << " y=" << al_y << " bias=" << al_bias
+       << " (operand alignments x=" << al.x << " w=" << al.w << " y=" << al.y << " bias=" << al.bias
        << " bytes, leading dims w=" << p.lda << " x=" << p.ldb << " y=" << p.ldd << ")";
     if (st != CUBLAS_STATUS_SUCCESS) os << ": " << cublasLtGetStatusName(st);
-    *why = os.str();
-    return false;
+    plan->why = os.str();
+    return plan;  // "no algorithm" is cached too: check() asks about it on every dispatch
   }
-  *algo = res.algo;
-  std::lock_guard<std::mutex> g(algo_cache().mu);
-  algo_cache().map.emplace(key, *algo);
-  return true;
+  plan->algo = res.algo;
+  plan->ok = true;
+  return plan;
 }
 
+// The cached plan of (p, al), built on a miss. Caller holds the device (DeviceGuard).
+std::shared_ptr<GemmPlan> get_plan(const Problem& p, const Alignments& al, std::uintptr_t bias,
+                                   cublasLtHandle_t handle) {
+  PlanCache& cache = plan_cache();
+  const PlanKey key = plan_key(p, al);
+  {
+    std::lock_guard<std::mutex> g(cache.mu);
+    auto it = cache.map.find(key);
+    if (it != cache.map.end()) {
+      cache.hits.fetch_add(1, std::memory_order_relaxed);
+      return it->second;
+    }
+  }
+  cache.misses.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<GemmPlan> plan = build_plan(p, al, bias, handle);  // outside the lock: the heuristic is slow
+  std::lock_guard<std::mutex> g(cache.mu);
+  if (cache.map.size() >= kMaxPlans) cache.map.clear();
+  auto ins = cache.map.emplace(key, plan);  // another thread may have built the same key meanwhile
+  return ins.first->second;
+}
+
+// ------------------------------------------------------------------------------------------ entry points
 void gemm(int64_t M, int64_t N, int64_t K, int dtype, std::uintptr_t x, int64_t sxm, int64_t sxk,
           std::uintptr_t w, int64_t swn, int64_t swk, std::uintptr_t bias, std::uintptr_t residual, int64_t srm,
           std::uintptr_t y, int64_t sym, int epilogue, std::uintptr_t workspace, int64_t workspace_bytes,
@@ -332,23 +333,25 @@ void gemm(int64_t M, int64_t N, int64_t K, int dtype, std::uintptr_t x, int64_t 
   if (M == 0 || N == 0) return;
   DeviceGuard guard(device);
   cublasLtHandle_t handle = handles().get(device);
-  Desc desc;
-  build_desc(p, bias, desc);
   const std::uintptr_t cptr = residual ? residual : y;
-  cublasLtMatmulAlgo_t algo;
-  std::string why;
-  if (!find_algo(p, alignment(x), alignment(w), alignment(cptr), alignment(y), bias ? alignment(bias) : 0, handle,
-                 desc, &algo, &why))
-    throw std::runtime_error("fastattn._C_blas: " + why);
+  const Alignments al{alignment(x), alignment(w), alignment(cptr), alignment(y), bias ? alignment(bias) : 0u};
+  std::shared_ptr<GemmPlan> plan = get_plan(p, al, bias, handle);
+  if (!plan->ok) throw std::runtime_error(FASTATTN_EXT_NAME ": " + plan->why);
   const float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
-  LT_CHECK(cublasLtMatmul(handle, desc.op, &alpha, reinterpret_cast<const void*>(w), desc.a,
-                          reinterpret_cast<const void*>(x), desc.b, &beta, reinterpret_cast<const void*>(cptr),
-                          desc.c, reinterpret_cast<void*>(y), desc.d, &algo, reinterpret_cast<void*>(workspace),
-                          static_cast<size_t>(workspace_bytes), reinterpret_cast<cudaStream_t>(stream)));
+  std::lock_guard<std::mutex> g(plan->mu);
+  if (p.has_bias) {
+    const void* bp = reinterpret_cast<const void*>(bias);
+    LT_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)));
+  }
+  LT_CHECK(cublasLtMatmul(handle, plan->op, &alpha, reinterpret_cast<const void*>(w), plan->a,
+                          reinterpret_cast<const void*>(x), plan->b, &beta, reinterpret_cast<const void*>(cptr),
+                          plan->c, reinterpret_cast<void*>(y), plan->d, &plan->algo, reinterpret_cast<void*>(workspace),
+                          static_cast<size_t>(workspace_bytes), as_stream(stream)));
 }
 
-// Metadata-only twin of gemm() for not_supported_reasons: runs (and caches) the heuristic for the operand
-// alignments given in bytes (what alignment() gives for the real pointers) and returns "" or the reason.
+// Metadata-only twin of gemm() for not_supported_reasons: the plan (descriptors + heuristic) for the operand
+// alignments given in bytes (what alignment() gives for the real pointers), "" or the reason. Fills the
+// cache gemm() reads.
 std::string check(int64_t M, int64_t N, int64_t K, int dtype, int64_t sxm, int64_t sxk, int64_t swn, int64_t swk,
                   bool has_bias, bool has_residual, int64_t srm, int64_t sym, int epilogue, int64_t workspace_bytes,
                   int device, int64_t align_x, int64_t align_w, int64_t align_bias, int64_t align_residual,
@@ -356,22 +359,31 @@ std::string check(int64_t M, int64_t N, int64_t K, int dtype, int64_t sxm, int64
   const Problem p = make_problem(M, N, K, dtype, sxm, sxk, swn, swk, has_bias, has_residual, srm, sym, epilogue,
                                  workspace_bytes, device);
   for (int64_t a : {align_x, align_w, align_bias, align_residual, align_y})
-    BLAS_CHECK_ARG(a >= 1 && a <= 256 && (a & (a - 1)) == 0, "check: alignments must be powers of two in 1..256");
+    FA_CHECK_ARG(a >= 1 && a <= 256 && (a & (a - 1)) == 0, "check: alignments must be powers of two in 1..256");
   require_device();
   if (M == 0 || N == 0) return "";
   DeviceGuard guard(device);
   cublasLtHandle_t handle = handles().get(device);
-  Desc desc;
+  const Alignments al{static_cast<uint32_t>(align_x), static_cast<uint32_t>(align_w),
+                      static_cast<uint32_t>(has_residual ? align_residual : align_y), static_cast<uint32_t>(align_y),
+                      has_bias ? static_cast<uint32_t>(align_bias) : 0u};
   // a stand-in bias pointer with exactly the given alignment (never dereferenced by the heuristic)
   const std::uintptr_t fake_bias = has_bias ? static_cast<std::uintptr_t>(align_bias) : 0;
-  build_desc(p, fake_bias, desc);
-  const uint32_t al_c = static_cast<uint32_t>(has_residual ? align_residual : align_y);
-  cublasLtMatmulAlgo_t algo;
-  std::string why;
-  if (!find_algo(p, static_cast<uint32_t>(align_x), static_cast<uint32_t>(align_w), al_c,
-                 static_cast<uint32_t>(align_y), static_cast<uint32_t>(align_bias), handle, desc, &algo, &why))
-    return why;
-  return "";
+  std::shared_ptr<GemmPlan> plan = get_plan(p, al, fake_bias, handle);
+  return plan->ok ? "" : plan->why;
+}
+
+py::dict cache_stats() {
+  PlanCache& cache = plan_cache();
+  py::dict d;
+  {
+    std::lock_guard<std::mutex> g(cache.mu);
+    d["entries"] = cache.map.size();
+  }
+  d["hits"] = cache.hits.load();
+  d["misses"] = cache.misses.load();
+  d["max_entries"] = kMaxPlans;
+  return d;
 }
 
 std::string version() {
@@ -382,16 +394,12 @@ std::string version() {
 }
 
 }  // namespace
+}  // namespace fastattn
 
 PYBIND11_MODULE(_C_blas, m) {
+  using namespace fastattn;
   m.doc() = "fastattn cuBLASLt GEMMs with fused epilogues (raw pointers + strides + stream)";
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const std::invalid_argument& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
-    }
-  });
+  register_argument_error(m);
   m.def("version", &version, "the cuBLASLt library version loaded at run time and the headers built against");
   m.def("gemm", &gemm, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("dtype"), py::arg("x_ptr"),
         py::arg("stride_xm"), py::arg("stride_xk"), py::arg("w_ptr"), py::arg("stride_wn"), py::arg("stride_wk"),
@@ -407,4 +415,7 @@ PYBIND11_MODULE(_C_blas, m) {
         py::arg("align_x"), py::arg("align_w"), py::arg("align_bias"), py::arg("align_residual"), py::arg("align_y"),
         "'' when cuBLASLt has an algorithm for this gemm() problem at these operand alignments (bytes, powers of "
         "two <= 256), else the reason. Metadata only (no pointers); the choice is cached for gemm().");
+  m.def("cache_stats", &cache_stats,
+        "The descriptor + heuristic plan cache shared by gemm() and check(): entries, hits, misses, "
+        "max_entries. A repeated problem is a hit and builds no descriptor.");
 }

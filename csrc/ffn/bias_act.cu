@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "activation.cuh"
-#include "common.h"
+#include "common/device.h"
 #include "ffn_kernels.h"
 
 namespace fastattn {
@@ -89,8 +89,8 @@ void bias_act(std::uintptr_t y, std::uintptr_t bias, int64_t M, int64_t N, int64
   FA_CHECK_ARG(M <= 1 || stride_ym >= N, "bias_act: stride_ym=" << stride_ym << " must be >= N=" << N);
   require_device();
   if (M == 0 || N == 0) return;
-  require_device_pointer(y, "y");
-  if (bias) require_device_pointer(bias, "bias");
+  require_device_pointer(y, "bias_act: y");
+  if (bias) require_device_pointer(bias, "bias_act: bias");
   cudaStream_t s = as_stream(stream);
   switch (static_cast<DType>(dtype)) {
     case DType::kFloat16: dispatch_act<__half>(y, bias, M, N, stride_ym, activation, s); break;

@@ -2,7 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include "ffn/ffn_kernels.h"
-#include "registry.h"
+#include "common/registry.h"
 
 namespace py = pybind11;
 

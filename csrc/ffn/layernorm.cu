@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "activation.cuh"
-#include "common.h"
+#include "common/device.h"
 #include "ffn_kernels.h"
 
 namespace fastattn {
@@ -127,11 +127,11 @@ void residual_layernorm(std::uintptr_t x, std::uintptr_t residual, std::uintptr_
   FA_CHECK_ARG(eps >= 0.0, "residual_layernorm: eps must be >= 0, got " << eps);
   require_device();
   if (M == 0 || N == 0) return;
-  require_device_pointer(x, "x");
-  require_device_pointer(y, "y");
-  if (residual) require_device_pointer(residual, "residual");
-  if (weight) require_device_pointer(weight, "weight");
-  if (bias) require_device_pointer(bias, "bias");
+  require_device_pointer(x, "residual_layernorm: x");
+  require_device_pointer(y, "residual_layernorm: y");
+  if (residual) require_device_pointer(residual, "residual_layernorm: residual");
+  if (weight) require_device_pointer(weight, "residual_layernorm: weight");
+  if (bias) require_device_pointer(bias, "residual_layernorm: bias");
   cudaStream_t s = as_stream(stream);
   const float e = static_cast<float>(eps);
   switch (static_cast<DType>(dtype)) {

@@ -13,7 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import attention as _attention_pkg  # noqa: F401  (attention ops and backends)
-from . import backends as _backends  # noqa: F401  (the FFN backends, registered with fastattn.dispatch)
+from . import ffn as _ffn_pkg  # noqa: F401  (fastattn:: FFN ops and backends, registered with fastattn.dispatch)
 from .dispatch import available_backends
 from .errors import BackendError, InputError, InputTypeError
 from .masks import KeyPadding
@@ -24,8 +24,10 @@ __all__ = ["attention", "gelu_ffn", "available_backends", "explain", "KeyPadding
            "InputError", "InputTypeError", "BackendError", "__version__"]
 
 
-def optimize(model, *, attention: bool = True, ffn: bool = True):
-    """Swap fastattn into a Hugging Face model in place and return it (see fastattn.integrations)."""
+def optimize(model, *, attention: bool = True, ffn=True):
+    """Swap fastattn into a Hugging Face model in place and return it (see fastattn.integrations).
+    ``ffn=True`` swaps a feed-forward only where the fused path is at least as fast as the stock module on
+    its device (so never on a CPU); ``ffn="always"`` swaps every supported one; ``describe`` says which."""
     from .integrations import optimize as _optimize
     return _optimize(model, attention=attention, ffn=ffn)
 

@@ -22,7 +22,7 @@ import sys
 import time
 from typing import List, Optional
 
-SUITES = ("attention", "ffn", "e2e", "cold", "overhead")
+SUITES = ("attention", "ffn", "e2e", "cold", "overhead", "cpu")
 REPO_ENV = "FASTATTN_REPO"
 
 
@@ -150,6 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(1)
     elif args.list:
         device, preset = "cpu", args.preset
+    elif set(suites) <= {"cpu"}:  # the CPU user's suite: host overhead and CPU end to end
+        device, preset = "cpu", args.preset
     else:
         if not torch.cuda.is_available():
             print("fastattn bench: the benchmark presets need a CUDA GPU (torch.cuda.is_available() is False); "
@@ -210,6 +212,9 @@ def _run_suite(suite: str, ctx, dtypes, models, seqlens, paddings) -> int:
     if suite == "overhead":
         from benchmarks import bench_overhead
         return bench_overhead.run(ctx)
+    if suite == "cpu":
+        from benchmarks import bench_cpu
+        return bench_cpu.run(ctx)
     raise ValueError(suite)
 
 

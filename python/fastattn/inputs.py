@@ -1,7 +1,8 @@
-"""Validation and normalisation of ``fastattn.attention`` / ``fastattn.gelu_ffn`` arguments.
+"""Validation and normalisation of ``fastattn.attention`` arguments (the FFN's are in
+:mod:`fastattn.ffn.problem`).
 
-Everything the public functions accept is checked here once, with errors that name the argument;
-backends receive :class:`AttentionInputs` / :class:`FFNInputs` and never re-validate user input.
+Everything the public function accepts is checked here once, with errors that name the argument;
+backends receive :class:`AttentionInputs` and never re-validate user input.
 No tensor data is copied here: q/k/v become 4-D *views* and masks become broadcast *views*.
 """
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import torch
+
+from .errors import InputError, InputTypeError
 
 from .masks import KeyPadding, NormalizedMask
 
@@ -26,7 +29,6 @@ def _causal_bias_types():
     return _CAUSAL_BIAS
 
 ATTN_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-GELU_APPROXIMATIONS = ("none", "tanh")
 
 
 @dataclass
@@ -78,12 +80,12 @@ class AttentionInputs:
 
 def _check_tensor(name: str, t) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() < 2:
-        raise ValueError(f"{name} must have at least 2 dims (..., L, E); got a {t.dim()}-dim tensor "
+        raise InputError(f"{name} must have at least 2 dims (..., L, E); got a {t.dim()}-dim tensor "
                          f"of shape {tuple(t.shape)}")
     if t.dtype not in ATTN_DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; supported: float16, bfloat16, float32 "
+        raise InputTypeError(f"{name} has dtype {t.dtype}; supported: float16, bfloat16, float32 "
                         "(float64 on the torch backend)")
     return t
 
@@ -106,46 +108,49 @@ def normalize_attention(query, key, value, attn_mask=None, dropout_p: float = 0.
     k = _check_tensor("key", key)
     v = _check_tensor("value", value)
     if not (q.dim() == k.dim() == v.dim()):
-        raise ValueError(f"query, key and value must have the same number of dims; got {q.dim()}, {k.dim()}, {v.dim()}")
+        raise InputError(f"query, key and value must have the same number of dims; got {q.dim()}, {k.dim()}, {v.dim()}")
     if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"query, key and value must have the same dtype; got query {q.dtype}, key {k.dtype}, "
+        raise InputTypeError(f"query, key and value must have the same dtype; got query {q.dtype}, key {k.dtype}, "
                         f"value {v.dtype}")
     if not (q.device == k.device == v.device):
-        raise ValueError(f"query, key and value must be on the same device; got query {q.device}, key {k.device}, "
+        raise InputError(f"query, key and value must be on the same device; got query {q.device}, key {k.device}, "
                          f"value {v.device}")
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"head dim mismatch: query has E={q.shape[-1]} but key has E={k.shape[-1]}; "
+        raise InputError(f"head dim mismatch: query has E={q.shape[-1]} but key has E={k.shape[-1]}; "
                          "query and key must share the last dim")
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"key has Lk={k.shape[-2]} positions but value has {v.shape[-2]}; they must match")
+        raise InputError(f"key has Lk={k.shape[-2]} positions but value has {v.shape[-2]}; they must match")
     if q.dim() >= 3:
         if k.shape[-3] != v.shape[-3]:
-            raise ValueError(f"key has {k.shape[-3]} heads but value has {v.shape[-3]}; they must match")
+            raise InputError(f"key has {k.shape[-3]} heads but value has {v.shape[-3]}; they must match")
         if q.shape[:-3] != k.shape[:-3] or k.shape[:-3] != v.shape[:-3]:
-            raise ValueError(f"batch dims differ: query {tuple(q.shape[:-3])}, key {tuple(k.shape[:-3])}, "
+            raise InputError(f"batch dims differ: query {tuple(q.shape[:-3])}, key {tuple(k.shape[:-3])}, "
                              f"value {tuple(v.shape[:-3])}")
         hq, hkv = q.shape[-3], k.shape[-3]
         if hq != hkv:
             if not enable_gqa:
-                raise ValueError(f"query has {hq} heads but key/value have {hkv}; pass enable_gqa=True for "
+                raise InputError(f"query has {hq} heads but key/value have {hkv}; pass enable_gqa=True for "
                                  "grouped-query attention, or give all three the same head count")
             if hkv == 0 or hq % hkv != 0:
-                raise ValueError(f"enable_gqa=True needs query heads divisible by key/value heads; "
+                raise InputError(f"enable_gqa=True needs query heads divisible by key/value heads; "
                                  f"got Hq={hq}, Hkv={hkv} (Hq % Hkv = {hq % hkv if hkv else 'undefined'})")
     if not isinstance(dropout_p, (int, float)) or not (0.0 <= float(dropout_p) < 1.0):
-        raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
+        raise InputError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
     if scale is None:
         scale_f = 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] > 0 else 1.0
     else:
         if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-            raise TypeError(f"scale must be None or a float, got {type(scale).__name__}")
+            raise InputTypeError(f"scale must be None or a float, got {type(scale).__name__}")
         scale_f = float(scale)
         if not math.isfinite(scale_f):
-            raise ValueError(f"scale must be finite, got {scale!r}")
+            raise InputError(f"scale must be finite, got {scale!r}")
     if not isinstance(is_causal, bool):
-        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+        raise InputTypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
     if is_causal and attn_mask is not None:
-        raise ValueError("is_causal=True cannot be combined with attn_mask (as in SDPA); for bottom-right "
+        if isinstance(attn_mask, _causal_bias_types()[0]):  # PyTorch's own words (its tests match them)
+            raise InputError("CausalBias should not be used with causal=True: the CausalBias already is the causal "
+                             "mask (pass is_causal=False)")
+        raise InputError("is_causal=True cannot be combined with attn_mask (as in SDPA); for bottom-right "
                          "causal pass attn_mask=causal_lower_right(Lq, Lk), or KeyPadding(..., causal=...)")
 
     lead = tuple(q.shape[:-3]) if q.dim() >= 3 else ()
@@ -166,7 +171,7 @@ def _normalize_mask(attn_mask, q, q4, Lq, Lk, is_causal) -> NormalizedMask:
             and isinstance(attn_mask, _causal_bias_types()[0]):
         CausalVariant = _causal_bias_types()[1]
         if attn_mask.seq_len_q != Lq or attn_mask.seq_len_kv != Lk:
-            raise ValueError(f"attn_mask is a CausalBias for Lq={attn_mask.seq_len_q}, Lk={attn_mask.seq_len_kv} "
+            raise InputError(f"attn_mask is a CausalBias for Lq={attn_mask.seq_len_q}, Lk={attn_mask.seq_len_kv} "
                              f"but the inputs have Lq={Lq}, Lk={Lk}")
         variant = "top_left" if attn_mask.variant == CausalVariant.UPPER_LEFT else "bottom_right"
         return NormalizedMask(causal=variant)
@@ -174,32 +179,32 @@ def _normalize_mask(attn_mask, q, q4, Lq, Lk, is_causal) -> NormalizedMask:
         dev = q.device
         if attn_mask.lengths is not None:
             if attn_mask.lengths.shape != (B,):
-                raise ValueError(f"attn_mask KeyPadding.lengths must have shape (B,) = ({B},), "
+                raise InputError(f"attn_mask KeyPadding.lengths must have shape (B,) = ({B},), "
                                  f"got {tuple(attn_mask.lengths.shape)}")
             if attn_mask.lengths.device != dev:
-                raise ValueError(f"attn_mask KeyPadding.lengths is on {attn_mask.lengths.device}, inputs on {dev}")
+                raise InputError(f"attn_mask KeyPadding.lengths is on {attn_mask.lengths.device}, inputs on {dev}")
             return NormalizedMask(causal=attn_mask.causal, key_lengths=attn_mask.lengths)
         if attn_mask.mask.shape != (B, Lk):
-            raise ValueError(f"attn_mask KeyPadding.mask must have shape (B, Lk) = ({B}, {Lk}), "
+            raise InputError(f"attn_mask KeyPadding.mask must have shape (B, Lk) = ({B}, {Lk}), "
                              f"got {tuple(attn_mask.mask.shape)}")
         if attn_mask.mask.device != dev:
-            raise ValueError(f"attn_mask KeyPadding.mask is on {attn_mask.mask.device}, inputs on {dev}")
+            raise InputError(f"attn_mask KeyPadding.mask is on {attn_mask.mask.device}, inputs on {dev}")
         return NormalizedMask(causal=attn_mask.causal, key_mask=attn_mask.mask)
     if not isinstance(attn_mask, torch.Tensor):
-        raise TypeError(f"attn_mask must be None, a bool/float tensor, a CausalBias or a fastattn.KeyPadding; "
+        raise InputTypeError(f"attn_mask must be None, a bool/float tensor, a CausalBias or a fastattn.KeyPadding; "
                         f"got {type(attn_mask).__name__}")
     if attn_mask.dtype != torch.bool and not (attn_mask.dtype == q.dtype or attn_mask.dtype == torch.float32):
-        raise TypeError(f"attn_mask has dtype {attn_mask.dtype}; supported: bool (True = attend) or a float "
+        raise InputTypeError(f"attn_mask has dtype {attn_mask.dtype}; supported: bool (True = attend) or a float "
                         f"mask in the query dtype ({q.dtype}) or float32, added to the scores")
     if attn_mask.device != q.device:
-        raise ValueError(f"attn_mask is on {attn_mask.device} but query is on {q.device}")
+        raise InputError(f"attn_mask is on {attn_mask.device} but query is on {q.device}")
     if attn_mask.dim() == 0:
-        raise ValueError("attn_mask must have at least 1 dim and broadcast to (..., Hq, Lq, Lk)")
+        raise InputError("attn_mask must have at least 1 dim and broadcast to (..., Hq, Lq, Lk)")
     full = tuple(q.shape[:-1]) + (Lk,)  # (*lead, Hq, Lq, Lk) in the caller's dims
     ms = tuple(attn_mask.shape)
     # right-aligned broadcast check (torch.broadcast_shapes costs ~10 us a call)
     if len(ms) > len(full) or any(m != 1 and m != f for m, f in zip(reversed(ms), reversed(full))):
-        raise ValueError(f"attn_mask of shape {ms} does not broadcast to (batch..., Hq, Lq, Lk) = {full}")
+        raise InputError(f"attn_mask of shape {ms} does not broadcast to (batch..., Hq, Lq, Lk) = {full}")
     dense = attn_mask.expand(full)
     if dense.dim() != 4:
         try:
@@ -211,94 +216,3 @@ def _normalize_mask(attn_mask, q, q4, Lq, Lk, is_causal) -> NormalizedMask:
             tail = tuple(m.shape[-3:])
             dense = m.expand(full[:-3] + tail).reshape((B,) + tail).expand(B, Hq, Lq, Lk)
     return NormalizedMask(dense=dense)
-
-
-# ----------------------------------------------------------------------------------------------- FFN
-class RowInputs:
-    """Shared by the FFN-side input records: ``dtype``/``device`` are ``x``'s, and ``requires_grad``
-    looks at every tensor field (None fields skipped)."""
-
-    dropout_p = 0.0  # no FFN op has dropout
-
-    @property
-    def dtype(self) -> torch.dtype: return self.x.dtype
-    @property
-    def device(self) -> torch.device: return self.x.device
-
-    @property
-    def requires_grad(self) -> bool:
-        return torch.is_grad_enabled() and any(
-            isinstance(t, torch.Tensor) and t.requires_grad for t in vars(self).values())
-
-
-@dataclass
-class FFNInputs(RowInputs):
-    """Normalised ``gelu_ffn`` call: ``x`` is ``(T, in)`` (a view of the caller's ``(..., in)``),
-    ``w1`` ``(hidden, in)``, ``w2`` ``(out, hidden)`` in ``nn.Linear`` layout, any strides."""
-
-    x: torch.Tensor
-    w1: torch.Tensor
-    b1: Optional[torch.Tensor]
-    w2: torch.Tensor
-    b2: Optional[torch.Tensor]
-    approximate: str
-    out_shape: Tuple[int, ...]
-
-    @property
-    def tokens(self) -> int: return self.x.shape[0]
-    @property
-    def d_in(self) -> int: return self.w1.shape[1]
-    @property
-    def d_hidden(self) -> int: return self.w1.shape[0]
-    @property
-    def d_out(self) -> int: return self.w2.shape[0]
-
-
-    def describe(self) -> str:
-        return (f"t{self.tokens}-{self.d_in}x{self.d_hidden}x{self.d_out}-"
-                f"{str(self.dtype).replace('torch.', '')}-gelu_{self.approximate}")
-
-
-def normalize_ffn(x, w1, b1, w2, b2, approximate="none") -> FFNInputs:
-    for name, t in (("x", x), ("w1", w1), ("w2", w2)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if approximate not in GELU_APPROXIMATIONS:
-        raise ValueError(f"approximate must be 'none' (exact erf GELU, HF 'gelu') or 'tanh' (HF 'gelu_new' / "
-                         f"'gelu_pytorch_tanh'); got {approximate!r}")
-    if x.dim() < 1:
-        raise ValueError("x must have at least 1 dim (..., in_features)")
-    if x.dtype not in ATTN_DTYPES:
-        raise TypeError(f"x has dtype {x.dtype}; supported: float16, bfloat16, float32 (float64 on torch)")
-    if w1.dim() != 2 or w2.dim() != 2:
-        raise ValueError(f"w1 and w2 must be 2-D nn.Linear weights (out, in); got w1 {tuple(w1.shape)}, "
-                         f"w2 {tuple(w2.shape)}")
-    if w1.shape[1] != x.shape[-1]:
-        raise ValueError(f"w1 has shape {tuple(w1.shape)} (hidden, in) but x has in_features={x.shape[-1]}; "
-                         "w1.shape[1] must equal x.shape[-1] (GPT-2 Conv1D weights: pass weight.t())")
-    if w2.shape[1] != w1.shape[0]:
-        raise ValueError(f"w2 has shape {tuple(w2.shape)} (out, hidden) but w1 gives hidden={w1.shape[0]}; "
-                         "w2.shape[1] must equal w1.shape[0]")
-    for name, b, n in (("b1", b1, w1.shape[0]), ("b2", b2, w2.shape[0])):
-        if b is None:
-            continue
-        if not isinstance(b, torch.Tensor):
-            raise TypeError(f"{name} must be None or a torch.Tensor, got {type(b).__name__}")
-        if b.shape != (n,):
-            raise ValueError(f"{name} must have shape ({n},), got {tuple(b.shape)}")
-    ts = {"x": x, "w1": w1, "w2": w2}
-    if b1 is not None:
-        ts["b1"] = b1
-    if b2 is not None:
-        ts["b2"] = b2
-    dtypes = {n: t.dtype for n, t in ts.items()}
-    if len(set(dtypes.values())) != 1:
-        raise TypeError("x, w1, b1, w2, b2 must share one dtype; got " +
-                        ", ".join(f"{n} {str(d).replace('torch.', '')}" for n, d in dtypes.items()))
-    devices = {n: t.device for n, t in ts.items()}
-    if len(set(devices.values())) != 1:
-        raise ValueError("x, w1, b1, w2, b2 must be on one device; got " +
-                         ", ".join(f"{n} {d}" for n, d in devices.items()))
-    out_shape = tuple(x.shape[:-1]) + (w2.shape[0],)
-    x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x  # a view for any contiguous-rows layout
-    return FFNInputs(x2, w1, b1, w2, b2, approximate, out_shape)

@@ -29,6 +29,8 @@ from typing import Optional
 
 import torch
 
+from .errors import InputError, InputTypeError
+
 __all__ = ["KeyPadding", "NormalizedMask", "CAUSAL_VARIANTS", "CAUSAL_CODES", "CAUSAL_NAMES"]
 
 CAUSAL_VARIANTS = (None, "top_left", "bottom_right")
@@ -56,18 +58,18 @@ class KeyPadding:
     def __init__(self, lengths: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
                  causal: Optional[str] = None):
         if (lengths is None) == (mask is None):
-            raise ValueError("KeyPadding: give exactly one of lengths= (B,) or mask= (B, Lk)")
+            raise InputError("KeyPadding: give exactly one of lengths= (B,) or mask= (B, Lk)")
         if causal not in CAUSAL_VARIANTS:
-            raise ValueError(f"KeyPadding: causal must be one of {CAUSAL_VARIANTS}, got {causal!r}")
+            raise InputError(f"KeyPadding: causal must be one of {CAUSAL_VARIANTS}, got {causal!r}")
         if lengths is not None:
             if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1 or lengths.is_floating_point() \
                     or lengths.dtype == torch.bool:
-                raise TypeError("KeyPadding: lengths must be a 1-D integer tensor of shape (B,)")
+                raise InputTypeError("KeyPadding: lengths must be a 1-D integer tensor of shape (B,)")
         if mask is not None:
             if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
-                raise TypeError("KeyPadding: mask must be a 2-D tensor of shape (B, Lk)")
+                raise InputTypeError("KeyPadding: mask must be a 2-D tensor of shape (B, Lk)")
             if mask.dtype != torch.bool:
-                raise TypeError(f"KeyPadding: mask must be bool (True = visible), got {mask.dtype}; "
+                raise InputTypeError(f"KeyPadding: mask must be bool (True = visible), got {mask.dtype}; "
                                 "convert an HF 0/1 attention_mask with .bool()")
         self.lengths = lengths
         self.mask = mask
@@ -139,8 +141,8 @@ class NormalizedMask:
             off = 0 if self.causal == "top_left" else Lk - Lq
             keep = (j <= i + off).view(1, 1, Lq, Lk)
         if self.key_lengths is not None:
-            j = torch.arange(Lk, device=device).view(1, Lk)
-            kp = (j < self.key_lengths.to(device=device, dtype=torch.long).view(-1, 1)).view(B, 1, 1, Lk)
+            kl = self.key_lengths if self.key_lengths.device == device else self.key_lengths.to(device)
+            kp = (_arange(Lk, device) < kl.view(-1, 1)).view(B, 1, 1, Lk)
             keep = kp if keep is None else keep & kp
         if self.key_mask is not None:
             kp = self.key_mask.to(device=device).view(B, 1, 1, Lk)
@@ -154,6 +156,20 @@ class NormalizedMask:
         if self.dense is not None and self.dense.dtype != torch.bool:
             return self.dense
         return None
+
+
+_ARANGE = {}
+
+
+def _arange(n: int, device) -> torch.Tensor:
+    """``torch.arange(n)`` on ``device``, cached (read-only use: comparisons that build masks)."""
+    key = (n, device)
+    t = _ARANGE.get(key)
+    if t is None:
+        if len(_ARANGE) > 256:
+            _ARANGE.clear()
+        t = _ARANGE[key] = torch.arange(n, device=device)
+    return t
 
 
 def _key_ranges(key_mask: torch.Tensor) -> torch.Tensor:

@@ -323,12 +323,68 @@ def test_kernel_with_no_key_via_binding(backend):
     out = torch.full_like(q, float("nan"))
     lse = torch.zeros(B, H, Lq, device="cuda")
     for causal in (0, 2):
-        ext.attention_fwd(q_ptr=q.data_ptr(), k_ptr=0, v_ptr=0, out_ptr=out.data_ptr(), lse_ptr=lse.data_ptr(),
-                          dtype=1, B=B, Hq=H, Hkv=H, Lq=Lq, Lk=0, head_dim=D, q_strides=q.stride(),
-                          k_strides=(0, 0, D, 1), v_strides=(0, 0, D, 1), out_strides=out.stride(), scale=0.1,
-                          causal=causal, stream=torch.cuda.current_stream().cuda_stream)
+        params = ext.AttnFwdParams(dtype=1, B=B, Hq=H, Hkv=H, Lq=Lq, Lk=0, head_dim=D, scale=0.1, causal=causal,
+                                   device=torch.cuda.current_device())
+        params.set_strides(q.stride(), (0, 0, D, 1), (0, 0, D, 1), out.stride())
+        ext.attn_fwd(params, q.data_ptr(), 0, 0, out.data_ptr(), lse.data_ptr(),
+                     torch.cuda.current_stream().cuda_stream)
         torch.cuda.synchronize()
         assert (out == 0).all() and torch.isneginf(lse).all()
+
+
+def test_params_object_relaunched(backend):
+    """One AttnFwdParams launched on several tensors of its shape (as a plan is, layer after layer, with a
+    per-layer scale): every launch matches the reference; a host pointer is caught on the first launch of a
+    params object."""
+    from torch.nn.attention.bias import causal_lower_right
+    from fastattn.runtime import load_ext
+    ext, _ = load_ext()
+    B, Hq, Hkv, Lq, Lk, D = 2, 4, 2, 77, 131, 64
+    mask = causal_lower_right(Lq, Lk)
+    params = ext.AttnFwdParams(dtype=0, B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, head_dim=D, scale=1.0, causal=2,
+                               device=torch.cuda.current_device())
+    stream = torch.cuda.current_stream().cuda_stream
+    for layer in range(3):
+        q, k, v = _qkv(B, Hq, Hkv, Lq, Lk, D, torch.float16, layout="bhld" if layer != 1 else "blhd", seed=100 + layer)
+        scale = D ** -0.5 / (layer + 1)  # GPT-2's layer-index scaling changes the scale per layer
+        params.scale = scale
+        out = torch.empty_like(q)
+        lse = torch.empty(B, Hq, Lq, device="cuda")
+        params.set_strides(q.stride(), k.stride(), v.stride(), out.stride())
+        ext.attn_fwd(params, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), stream)
+        ref = reference.attention(q, k, v, mask, 0.0, False, scale, True, compute_dtype=torch.float64)
+        naive = reference.attention(q, k, v, mask, 0.0, False, scale, True, compute_dtype=None)
+        assert_close(out, ref, naive, torch.float16, f"relaunch-{layer}")
+    host = torch.empty(4096, dtype=torch.uint8).pin_memory()
+    assert host.data_ptr() % 16 == 0
+    fresh = ext.AttnFwdParams(dtype=0, B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, head_dim=D, scale=0.1, causal=0,
+                              device=torch.cuda.current_device())
+    fresh.set_strides(q.stride(), k.stride(), v.stride(), out.stride())
+    with pytest.raises(ValueError, match="attn_fwd: q must point to CUDA device memory"):
+        ext.attn_fwd(fresh, host.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), stream)
+
+
+@pytest.mark.parametrize("mask", ["none", "causal_br", "lengths+tl", "keymask"])
+def test_nan_propagates_like_sdpa(backend, mask):
+    """NaN in a query row makes that row NaN and a NaN key makes every row that sees it NaN (the epilogue
+    used to test l > 0 and wrote 0 there); rows with no visible key stay exactly 0 with lse -inf."""
+    B, Hq, Hkv, Lq, Lk, D = 3, 2, 2, 70, 90, 64
+    q, k, v = _qkv(B, Hq, Hkv, Lq, Lk, D, torch.float16, seed=_seed("nan", mask))
+    attn_mask, is_causal = _mask(mask, B, Lq, Lk, _seed("nan-mask", mask))
+    q[1, 0, 5] = float("nan")
+    k[2, 1, 3] = float("nan")
+    inp = normalize_attention(q, k, v, attn_mask, 0.0, is_causal, None, True)
+    out = torch.empty_like(q)
+    lse = backend.launch(inp, out)
+    ref, ref_lse = reference.attention_math(inp, torch.float64, return_lse=True)
+    nan_ref = torch.isnan(ref).any(-1)
+    assert nan_ref.any(), "the case must contain NaN rows"
+    assert torch.equal(torch.isnan(out).any(-1), nan_ref), mask
+    assert torch.equal(torch.isnan(lse), torch.isnan(ref_lse)), mask
+    empty = torch.isneginf(ref_lse)
+    assert (out[empty] == 0).all() and torch.isneginf(lse[empty]).all(), mask
+    fin = ~nan_ref & ~empty
+    assert torch.allclose(out[fin].float(), ref[fin].float(), atol=2e-3, rtol=2e-3), mask
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")

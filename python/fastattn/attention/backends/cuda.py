@@ -1,5 +1,5 @@
 """The ``cuda`` backend of ``attention``: the hand-written CUDA C++ flash-attention forward
-(``csrc/attention/``, entry point ``fastattn._C.attention_fwd``).
+(``csrc/attention/``, entry points ``fastattn._C.AttnFwdParams`` and ``fastattn._C.attn_fwd``).
 
 What it runs: fp16 and bf16 on GPUs of compute capability >= 8.0 (``mma.sync`` m16n8k16 tensor cores,
 ``ldmatrix``, ``cp.async`` double-buffered K/V tiles, online softmax in registers); head dims 32, 64,
@@ -30,11 +30,12 @@ import torch
 from ...masks import CAUSAL_CODES
 from ...runtime import cuda_device_reason, device_guard, device_info, load_ext
 from .base import AttnBackend
+from .triton import DECODE_MAX_LQ  # the Triton decode path (GQA-packed, split-KV) serves these
 
 _DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
 #: head dims compiled into ``fastattn._C`` (the built extension's own list wins when it loads)
 DEFAULT_HEAD_DIMS = (32, 64, 80, 96, 128, 256)
-BLOCK_M = 64          # query rows per CTA (csrc/attention/attn_fwd.h: attn_fwd_block_m)
+BLOCK_M = 64          # query rows per CTA (csrc/attention/params.h: attn_fwd_block_m)
 MAX_GRID_Y = 65535    # query blocks per (batch, head)
 INT32_MAX = 2 ** 31 - 1
 ALIGN_BYTES = 16      # cp.async / ldmatrix / 16-byte vector stores
@@ -104,7 +105,7 @@ class CudaAttention(AttnBackend):
         if ext is None:
             return why
         info = ext.build_info()
-        if "attention" not in info.get("components", ()) or not hasattr(ext, "attention_fwd"):
+        if "attention" not in info.get("components", ()) or not hasattr(ext, "attn_fwd"):
             return ("fastattn._C was built without the attention component (csrc/attention); rebuild with "
                     "`python setup.py build_ext --inplace`")
         why = cuda_device_reason()
@@ -157,6 +158,16 @@ class CudaAttention(AttnBackend):
                 reasons += _alignment_reasons(name, t)
         return reasons
 
+    def auto_reasons(self, inp) -> List[str]:
+        reasons = super().auto_reasons(inp)
+        if inp.Lq <= DECODE_MAX_LQ and inp.mask.dense is None:
+            from ... import dispatch
+            triton = dispatch.backends("attention").get("triton")
+            if triton is not None and not dispatch.reasons_against("attention", "triton", inp, auto=True):
+                reasons.append(f"decode-sized query (Lq={inp.Lq} <= {DECODE_MAX_LQ}): the triton split-KV decode "
+                               "kernel serves it (this kernel runs whole 64-row query tiles and has no split-KV)")
+        return reasons
+
     # ------------------------------------------------------------------------------ launch
     def launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
         """Write the attention of ``inp`` into ``out`` (``(B, Hq, Lq, E)``, any 16-byte aligned strides
@@ -173,9 +184,9 @@ class CudaAttention(AttnBackend):
             return self._launch(ext, inp, out)
 
     def _launch(self, ext, inp, out: torch.Tensor) -> torch.Tensor:
-        q, k, v, m = inp.query, inp.key, inp.value, inp.mask
+        q, k, v = inp.query, inp.key, inp.value
         B, Hq, Lq, E = q.shape
-        Hkv, Lk = k.shape[1], k.shape[2]
+        Lk = k.shape[2]
         lse = torch.empty((B, Hq, Lq), dtype=torch.float32, device=q.device)
         if out.numel() == 0:
             return lse
@@ -183,28 +194,49 @@ class CudaAttention(AttnBackend):
             out.zero_()
             lse.fill_(float("-inf"))
             return lse
-
-        kl_ptr, kl_64, kl_stride = 0, False, 1
-        kl = m.key_lengths
-        if kl is not None:
-            if kl.dtype not in (torch.int32, torch.int64):
-                kl = kl.to(torch.int32)  # (B,) integers of another width: a B-element conversion
-            kl_ptr, kl_64, kl_stride = kl.data_ptr(), kl.dtype == torch.int64, kl.stride(0)
-        kr_ptr = km_ptr = 0
-        km_sb, km_sk = 0, 1
-        km = m.key_mask
         stream = torch.cuda.current_stream(q.device).cuda_stream
-        ranges = None
-        if km is not None:
-            ranges = m.key_range()  # computed once per mask object, on the device
-            kr_ptr, km_ptr, km_sb, km_sk = ranges.data_ptr(), km.data_ptr(), km.stride(0), km.stride(1)
-
-        ext.attention_fwd(
-            q_ptr=q.data_ptr(), k_ptr=k.data_ptr(), v_ptr=v.data_ptr(), out_ptr=out.data_ptr(),
-            lse_ptr=lse.data_ptr(), dtype=_DTYPE_CODES[q.dtype], B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk,
-            head_dim=E, q_strides=q.stride(), k_strides=k.stride(), v_strides=v.stride(),
-            out_strides=out.stride(), scale=float(inp.scale), causal=CAUSAL_CODES[m.causal],
-            key_lengths_ptr=kl_ptr, key_lengths_int64=kl_64, key_lengths_stride=kl_stride,
-            key_range_ptr=kr_ptr, key_mask_ptr=km_ptr, key_mask_stride_b=km_sb, key_mask_stride_k=km_sk,
-            stream=stream)
+        # per plan: shapes, mask and its device-side key range (built once per mask object: once per HF
+        # forward, reused by every layer)
+        params, _keep = attn_fwd_params(ext, inp, stream)
+        # per launch (a plan re-sets the strides only when the layout changes)
+        params.set_strides(q.stride(), k.stride(), v.stride(), out.stride())
+        ext.attn_fwd(params, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), stream)
         return lse
+
+
+def attn_fwd_params(ext, inp, stream: int):
+    """The per-plan half of a launch: ``(fastattn._C.AttnFwdParams, tensors it points to)`` for the
+    normalised inputs ``inp`` (shapes, dtype, scale, causal alignment, device, key padding). A key mask gets
+    its ``[first, last + 1)`` range computed on the device (``key_ranges``, on ``stream``, no host sync); the
+    returned tensors (converted key lengths, the range) must stay alive while the params are launched."""
+    q, k, m = inp.query, inp.key, inp.mask
+    B, Hq, Lq, E = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    key = (B, Hq, Hkv, Lq, Lk, E, q.dtype, q.device)
+    cached = m.__dict__.get("_cuda_params")
+    if cached is not None and cached[0] == key:
+        cached[1].scale = float(inp.scale)
+        return cached[1], cached[2]
+    keep = []
+    kl_ptr, kl_64, kl_stride = 0, False, 1
+    kl = m.key_lengths
+    if kl is not None:
+        if kl.dtype not in (torch.int32, torch.int64):
+            kl = kl.to(torch.int32)  # (B,) integers of another width: a B-element conversion
+        kl_ptr, kl_64, kl_stride = kl.data_ptr(), kl.dtype == torch.int64, kl.stride(0)
+        keep.append(kl)
+    kr_ptr = km_ptr = 0
+    km_sb, km_sk = 0, 1
+    km = m.key_mask
+    if km is not None:
+        ranges = m.key_range()  # computed once per mask object, on the device
+        kr_ptr, km_ptr, km_sb, km_sk = ranges.data_ptr(), km.data_ptr(), km.stride(0), km.stride(1)
+        keep.append(ranges)
+    device = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    params = ext.AttnFwdParams(
+        dtype=_DTYPE_CODES[q.dtype], B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, head_dim=E, scale=float(inp.scale),
+        causal=CAUSAL_CODES[m.causal], device=device, key_lengths_ptr=kl_ptr, key_lengths_int64=kl_64,
+        key_lengths_stride=kl_stride, key_range_ptr=kr_ptr, key_mask_ptr=km_ptr, key_mask_stride_b=km_sb,
+        key_mask_stride_k=km_sk)
+    object.__setattr__(m, "_cuda_params", (key, params, keep))
+    return params, keep

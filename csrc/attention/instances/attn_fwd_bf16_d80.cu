@@ -1,7 +1,0 @@
-// Kernel instances of the attention forward: bf16, head dim 80 (non-causal and causal).
-// One file per (dtype, head dim) so that ninja compiles them in parallel.
-#include "attention/attn_fwd_kernel.cuh"
-
-namespace fastattn {
-FASTATTN_INSTANTIATE_ATTN_FWD(1, 80)
-}  // namespace fastattn
