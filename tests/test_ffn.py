@@ -500,7 +500,8 @@ def test_activation_is_the_one_table():
         from fastattn.kernels.ffn import activations as KA
         assert (KA.NONE, KA.GELU_ERF, KA.GELU_TANH) == tuple(int(a) for a in Activation)
     root = pathlib.Path(__file__).resolve().parents[1] / "csrc"
-    enums = [m for f in root.rglob("*.h") for m in re.findall(r"enum class Activation\b[^{]*\{([^}]*)\}", f.read_text())]
+    headers = [f for f in root.rglob("*") if f.suffix in (".h", ".hpp", ".cuh")]
+    enums = [m for f in headers for m in re.findall(r"enum class Activation\b[^{]*\{([^}]*)\}", f.read_text())]
     assert len(enums) == 1, enums
     codes = dict((n.strip(), int(v)) for n, v in re.findall(r"(\w+)\s*=\s*(\d+)", enums[0]))
     assert codes == {"kNone": 0, "kGeluErf": 1, "kGeluTanh": 2} == {

@@ -409,3 +409,46 @@ def test_cuda_residual_layernorm_edges(N):
         hn = x if r is None else x + r
         naive = F.layer_norm(hn, (N,), w, b, 1e-5)
         assert_close(out, ref, naive, torch.float16, f"ln-edges-n{N}")
+
+
+# ---------------------------------------------------------------------------- issue #13 regressions
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float32], ids=lambda d: str(d)[6:])
+def test_strided_bias_auto_dispatch(dtype):
+    """A stride-2 bias: the cuda backend refuses it (cuBLASLt's bias epilogue reads a contiguous vector),
+    auto dispatch hands it to Triton, which reads it through its stride."""
+    g = _gen("strided-bias-gpu", dtype)
+    x, w1, _, w2, _ = _params(300, 768, 3072, dtype, "linear", g, bias=False)
+    b1 = torch.randn(2 * 3072, generator=g).to(dtype).cuda()[::2]
+    b2 = torch.randn(2 * 768, generator=g).to(dtype).cuda()[::2]
+    p = normalize_linear_act(x, w1, b1, None, "gelu_erf")
+    table = dispatch.explain("linear_act", p)
+    if _cuda_reason() is None:
+        assert any("b" in r and "stride 2" in r for r in table["cuda"]), table
+    out = fastattn.gelu_ffn(x, w1, b1, w2, b2)
+    ref = reference.gelu_ffn(x, w1, b1, w2, b2)
+    naive = reference.gelu_ffn(x, w1, b1, w2, b2, compute_dtype=None)
+    assert_close(out, ref, naive, dtype, f"strided-bias-auto-{dtype}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fp32_tanh_gelu_is_fp32_accurate(backend):
+    """fp32 GELU (tanh) on the cuda backend takes GEMM+bias then fastattn's fp32 activation, never the
+    cuBLASLt GELU epilogue; the result is within ~1e-6 relative of float64 like the other fp32 paths."""
+    _require(backend)
+    x, w1, b1, _, _ = _params(333, 768, 3072, torch.float32, "linear", _gen("fp32-tanh", backend))
+    out = ffn_blocks.linear_gelu(x, w1, b1, approximate="tanh", backend=backend)
+    ref = F.gelu(F.linear(x.double(), w1.double(), b1.double()), approximate="tanh")
+    c = assert_close(out, ref, F.gelu(F.linear(x, w1, b1), approximate="tanh"), torch.float32, f"fp32-tanh-{backend}")
+    assert c.max_err <= 1e-5 * float(ref.abs().max()), c
+
+
+def test_optimize_swaps_the_ffn_on_a_gpu():
+    """Never slower, the other side: on a GPU a kernel backend runs the FFN, so optimize() swaps it."""
+    pytest.importorskip("transformers")
+    from fastattn.integrations import describe
+    from fastattn.integrations._hf_testing import tiny_model
+    model = tiny_model("bert").cuda().half()
+    fastattn.optimize(model)
+    lines = describe(model)
+    assert any(line.startswith("ffn: swapped") for line in lines), lines
+    assert "forward" in model.encoder.layer[0].intermediate.__dict__

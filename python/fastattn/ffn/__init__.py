@@ -49,8 +49,7 @@ def swap_decision(weight: torch.Tensor, activation: Activation = Activation.NONE
     """Which ``linear_act`` backend inference (no autograd) would pick for an ``nn.Linear`` with this
     ``(out, in)`` weight (its device and dtype; ``backend`` / ``FASTATTN_BACKEND`` as everywhere), and
     whether it runs at least as fast as the stock module there (:meth:`FFNBackend.beats_eager`)."""
-    x = torch.empty((1, weight.shape[1]), dtype=weight.dtype, device="meta")
-    p = LinearAct(x, weight.detach(), None, None, activation, (1, weight.shape[0]))
+    p = LinearAct(None, weight.detach(), None, None, activation, (1, weight.shape[0]))
     try:
         chosen = dispatch.select("linear_act", p, backend)
     except BackendError as e:

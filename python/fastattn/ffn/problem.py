@@ -109,12 +109,13 @@ class _Rows:
 @dataclass
 class LinearAct(_Rows):
     """``act(x @ weight.T + bias) (+ residual)``: ``x (T, in)``; ``weight (out, in)`` any strides;
-    ``bias (out,)`` any stride or ``None``; ``residual (T, out)`` or ``None``. ``names`` are the caller's
-    argument names (``x, weight, bias, residual``; ``gelu_ffn`` says ``x, w1, b1`` / ``hidden, w2, b2``),
-    used in every reason. In :class:`GeluFFN`'s down projection ``x`` is a *meta* tensor standing for the
-    hidden activation the up projection will write: a fresh contiguous ``(T, hidden)`` buffer."""
+    ``bias (out,)`` any stride or ``None``; ``residual (T, out)`` or ``None``; the result is
+    ``out_shape``, ``(T, out)`` rows. ``names`` are the caller's argument names (``x, weight, bias,
+    residual``; ``gelu_ffn`` says ``x, w1, b1`` / ``hidden, w2, b2``), used in every reason. ``x is None``
+    in :class:`GeluFFN`'s down projection: its input is the hidden activation the up projection will
+    write, a fresh contiguous ``(T, hidden)`` buffer of the weights' dtype and device."""
 
-    x: torch.Tensor
+    x: Optional[torch.Tensor]
     weight: torch.Tensor
     bias: Optional[torch.Tensor]
     residual: Optional[torch.Tensor]
@@ -127,7 +128,7 @@ class LinearAct(_Rows):
     @property
     def device(self) -> torch.device: return self.weight.device
     @property
-    def tokens(self) -> int: return self.x.shape[0]
+    def tokens(self) -> int: return self.x.shape[0] if self.x is not None else self.out_shape[0]
     @property
     def d_in(self) -> int: return self.weight.shape[1]
     @property
@@ -208,14 +209,20 @@ def _optional(name: str, t, shape: Tuple[int, ...], what: str = "") -> None:
         raise InputError(f"{name} must have shape {shape}{what}, got {tuple(t.shape)}")
 
 
-def _same(named: Dict[str, Optional[torch.Tensor]]) -> None:
-    named = {n: t for n, t in named.items() if t is not None}
+def _same(names: Tuple[str, ...], *tensors: Optional[torch.Tensor]) -> None:
+    first = tensors[0]
+    dtype, device = first.dtype, first.device
+    for t in tensors[1:]:
+        if t is not None and (t.dtype != dtype or t.device != device):
+            break
+    else:
+        return
+    named = {n: t for n, t in zip(names, tensors) if t is not None}
     if len({t.dtype for t in named.values()}) != 1:
         raise InputTypeError(", ".join(named) + " must share one dtype; got " +
                              ", ".join(f"{n} {dtype_name(t.dtype)}" for n, t in named.items()))
-    if len({t.device for t in named.values()}) != 1:
-        raise InputError(", ".join(named) + " must be on one device; got " +
-                         ", ".join(f"{n} {t.device}" for n, t in named.items()))
+    raise InputError(", ".join(named) + " must be on one device; got " +
+                     ", ".join(f"{n} {t.device}" for n, t in named.items()))
 
 
 def _weight(name: str, w, x: torch.Tensor, x_name: str, what: str) -> None:
@@ -240,7 +247,7 @@ def normalize_linear_act(x, weight, bias, residual, activation) -> LinearAct:
     _optional("bias", bias, (n,))
     out_shape = tuple(x.shape[:-1]) + (n,)
     _optional("residual", residual, out_shape, " (the output's shape: x.shape[:-1] + (out,))")
-    _same({"x": x, "weight": weight, "bias": bias, "residual": residual})
+    _same(("x", "weight", "bias", "residual"), x, weight, bias, residual)
     r2 = None if residual is None else _rows(residual, n)
     return LinearAct(_rows(x, x.shape[-1]), weight, bias, r2, act, out_shape)
 
@@ -253,7 +260,7 @@ def normalize_residual_layernorm(x, residual, weight, bias, eps) -> ResidualLaye
     _optional("bias", bias, (n,), " (normalized over the last dim)")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise InputError(f"eps must be a float >= 0, got {eps!r}")
-    _same({"x": x, "residual": residual, "weight": weight, "bias": bias})
+    _same(("x", "residual", "weight", "bias"), x, residual, weight, bias)
     r2 = None if residual is None else _rows(residual, n)
     return ResidualLayerNorm(_rows(x, n), r2, weight, bias, float(eps), tuple(x.shape))
 
@@ -271,12 +278,11 @@ def normalize_gelu_ffn(x, w1, b1, w2, b2, approximate="none") -> GeluFFN:
                          "w2.shape[1] must equal w1.shape[0]")
     _optional("b1", b1, (w1.shape[0],))
     _optional("b2", b2, (w2.shape[0],))
-    _same({"x": x, "w1": w1, "b1": b1, "w2": w2, "b2": b2})
+    _same(("x", "w1", "b1", "w2", "b2"), x, w1, b1, w2, b2)
     x2 = _rows(x, x.shape[-1])
     T, hidden = x2.shape[0], w1.shape[0]
     up = LinearAct(x2, w1, b1, None, act, (T, hidden), ("x", "w1", "b1", "residual"))
-    h = torch.empty((T, hidden), dtype=x.dtype, device="meta")  # what the up projection will write
-    down = LinearAct(h, w2, b2, None, Activation.NONE, (T, w2.shape[0]), ("hidden", "w2", "b2", "residual"))
+    down = LinearAct(None, w2, b2, None, Activation.NONE, (T, w2.shape[0]), ("hidden", "w2", "b2", "residual"))
     return GeluFFN(up, down, tuple(x.shape[:-1]) + (w2.shape[0],))
 
 

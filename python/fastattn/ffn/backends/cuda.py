@@ -123,7 +123,7 @@ class CudaLinearAct(LinearActBackend):
         if p.d_in == 0:
             reasons.append(f"{wn} has in_features=0; cuBLASLt needs K > 0")
         for name, t, what in ((xn, p.x, "x (tokens, in)"), (wn, p.weight, "an (out, in) weight")):
-            why = _unit_stride_reason(name, t, what)
+            why = None if t is None else _unit_stride_reason(name, t, what)
             if why:
                 reasons.append(why)
         b, r = p.bias, p.residual
@@ -145,26 +145,26 @@ class CudaLinearAct(LinearActBackend):
 
     def gemm_reason(self, p: LinearAct) -> Optional[str]:
         """Ask cuBLASLt's heuristic whether it can run this GEMM (``None``: yes, or not checkable here:
-        tracing, fake tensors). A meta ``x`` (``gelu_ffn``'s hidden activation) is a fresh contiguous
-        allocation: 256-byte aligned. The output is always a fresh contiguous allocation."""
+        tracing, fake tensors). ``x is None`` (``gelu_ffn``'s hidden activation) and the output are fresh
+        contiguous allocations: 256-byte aligned."""
         if torch.compiler.is_compiling() or p.device.type != "cuda":
             return None
         blas, _ = _ext("_C_blas")
         if blas is None or not hasattr(blas, "check"):
             return None
         try:
-            ptrs = [None if t is None or t.device.type == "meta" else t.data_ptr()
-                    for t in (p.x, p.weight, p.bias, p.residual)]
+            ptrs = [None if t is None else t.data_ptr() for t in (p.x, p.weight, p.bias, p.residual)]
         except (RuntimeError, NotImplementedError):  # fake tensors: nothing to ask about
             return None
-        M, K = p.x.shape
-        N = p.weight.shape[0]
+        N, K = p.weight.shape
+        M = p.tokens
+        sxm, sxk = p.x.stride() if p.x is not None else (K, 1)
         if M == 0 or N == 0:
             return None
         al = [256 if q is None else _alignment(q) for q in ptrs]
         epi, _ = self.epilogue(p.dtype, p.activation)
         r = p.residual
-        why = blas.check(M, N, K, DTYPE_CODES[p.dtype], p.x.stride(0), p.x.stride(1), p.weight.stride(0),
+        why = blas.check(M, N, K, DTYPE_CODES[p.dtype], sxm, sxk, p.weight.stride(0),
                          p.weight.stride(1), p.bias is not None, r is not None, r.stride(0) if r is not None else 0,
                          N, epi, _workspace_bytes(p.device), device_info(p.device).index, al[0], al[1], al[2],
                          al[3], 256)
