@@ -1,0 +1,566 @@
+"""Fused attention backward (FlashAttention-2 style) in Triton: device code, configs, prune.
+
+Given the forward's inputs, its output ``O`` and its natural-log LSE, and the output gradient ``dO``,
+three kernels compute ``dQ, dK, dV`` without materialising anything of size ``Lq x Lk``:
+
+* ``_attn_bwd_preprocess_kernel``: ``delta[i] = sum_d dO[i, d] * O[i, d]`` (fp32), one row block per
+  program;
+* ``_attn_bwd_dkdv_kernel``: one program per ``BLOCK_N`` block of keys of one (batch, KV head); it keeps
+  ``K, V`` and the fp32 ``dK, dV`` accumulators on chip and walks the query blocks of every query head
+  of its GQA group (``h = hk * group + g``), so the group reduction happens in registers: no repeat
+  copies, no atomics;
+* ``_attn_bwd_dq_kernel``: one program per ``BLOCK_M`` block of query rows of one (batch, query head),
+  walking the key blocks exactly as the forward does.
+
+No kernel uses atomics and every accumulation runs in a fixed order: the backward is bitwise
+deterministic (``torch.use_deterministic_algorithms(True)``). Per tile, with ``P = exp(S - lse)``
+recomputed from the saved LSE (``S`` the masked scaled scores, in log2 units when ``FAST_SCALE``)::
+
+    dV  += (Z * P)^T dO                     (* 1/(1-p) once at the end)
+    dP   = Z * (dO V^T) / (1 - p)
+    dS   = P * (dP - delta)
+    dK  += dS^T Q   (* scale at the end)     dQ += dS K   (* scale at the end)
+
+``Z`` is the dropout keep mask (all ones without ``HAS_DROPOUT``), regenerated from the counter-based
+contract of :mod:`fastattn.dropout` (see :func:`_dropout_keep`), the same bits as the forward's.
+
+Masks, as in the forward (``fastattn/kernels/attention.py``): ``IS_CAUSAL`` with runtime
+``causal_off`` (0 top-left, ``Lk - Lq`` bottom-right), ``HAS_KEY_LENS``, ``HAS_KEY_MASK`` (bytes +
+the per-batch ``[first, last + 1)`` key range from the launcher), ``DENSE_MODE`` 1 bool / 2 additive
+float read through its own strides. Block skipping mirrors the forward: the dQ kernel walks
+``[lo, hi)`` of the key range in an off-band part (no bound/causal tests) and an on-band part; the
+dK/dV kernel walks only the query blocks that can see its key block (causal: rows
+``i >= j - causal_off``), the causal diagonal with tests and the rest without; a key block no row can
+see (outside the key range, above every row's causal bound) loads nothing and writes zeros.
+
+Rows with no visible key (LSE ``-inf``) are treated as ``lse = +inf``: ``P = 0``, so their dQ is 0
+and they add nothing to dK/dV; keys no row sees get ``dK = dV = 0``. Never NaN.
+
+Head dims are padded to the next power of two (>= 16) and masked; fp32 inputs use IEEE fp32 dots.
+Batch/head/row base offsets are 64-bit; tile offsets 32-bit.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .attention import _load_tile
+
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
+
+
+# ------------------------------------------------------------------------------------------ dropout
+@triton.jit
+def _dropout_keep(k0, k1, c3, thresh, bh, rows, start_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Keep flags ``(BLOCK_M, BLOCK_N)`` of query rows ``rows`` (int32 ``(BLOCK_M,)``) x keys
+    ``start_n + [0, BLOCK_N)`` (``start_n % 4 == 0``) of flattened head ``bh = b * Hq + h``.
+
+    The contract of :mod:`fastattn.dropout` (uint32 words; ``k0, k1, c3, thresh`` arrive as int32 bit
+    patterns)::
+
+        r0..r3 = philox_4x32_10(counter=(j >> 2, i, bh, c3), key=(k0, k1));  r = r[j & 3]
+        keep   = r >= thresh
+
+    One Philox call yields the draws of four consecutive keys; they are interleaved back in key order
+    (``tl.interleave`` twice: ``[r0, r1, r2, r3][j & 3]``).
+    """
+    Q4: tl.constexpr = BLOCK_N // 4
+    t = (start_n // 4 + tl.arange(0, Q4)).to(tl.uint32)
+    c0 = tl.broadcast_to(t[None, :], (BLOCK_M, Q4))
+    c1 = tl.broadcast_to(rows.to(tl.uint32)[:, None], (BLOCK_M, Q4))
+    zero = tl.zeros((BLOCK_M, Q4), tl.uint32)
+    c2 = zero + bh.to(tl.uint32)
+    c3v = zero + c3.to(tl.uint32, bitcast=True)
+    r0, r1, r2, r3 = tl.philox_impl(c0, c1, c2, c3v, k0.to(tl.uint32, bitcast=True),
+                                    k1.to(tl.uint32, bitcast=True))
+    r = tl.interleave(tl.interleave(r0, r2), tl.interleave(r1, r3))
+    return r >= thresh.to(tl.uint32, bitcast=True)
+
+
+# --------------------------------------------------------------------------------------- preprocess
+@triton.jit
+def _attn_bwd_preprocess_kernel(Out, DO, Delta,
+                                stride_ob, stride_oh, stride_om,
+                                stride_dob, stride_doh, stride_dom,
+                                Hq, Lq,
+                                HEAD_DIM_V: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr):
+    """``Delta[bh, i] = sum_d Out[b, h, i, d] * DO[b, h, i, d]`` in fp32 (contiguous ``(B*Hq, Lq)``)."""
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(Lq, BLOCK_M)
+    bh = pid // num_m
+    m0 = (pid % num_m) * BLOCK_M
+    b64 = (bh // Hq).to(tl.int64)
+    h64 = (bh % Hq).to(tl.int64)
+    m064 = m0.to(tl.int64)
+    offs_mb = tl.arange(0, BLOCK_M)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    row_ok = m0 + offs_mb < Lq
+    dv_ok = offs_dv < HEAD_DIM_V
+    o = _load_tile(Out + (b64 * stride_ob + h64 * stride_oh + m064 * stride_om)
+                   + offs_mb[:, None] * stride_om + offs_dv[None, :], row_ok, dv_ok, True, BLOCK_DV != HEAD_DIM_V)
+    do = _load_tile(DO + (b64 * stride_dob + h64 * stride_doh + m064 * stride_dom)
+                    + offs_mb[:, None] * stride_dom + offs_dv[None, :], row_ok, dv_ok, True, BLOCK_DV != HEAD_DIM_V)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
+    tl.store(Delta + bh.to(tl.int64) * Lq + m0 + offs_mb, delta, mask=row_ok)
+
+
+# ------------------------------------------------------------------------------------------- dK, dV
+@triton.jit
+def _bwd_dkdv_inner(dk, dv, k, v, col_ok, offs_n,
+                    q_base, do_base, lse_base, delta_base, dm_base,
+                    stride_qm, stride_dom, stride_dm, stride_dn,
+                    lo, hi, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
+                    drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
+                    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    CHECK_COLS: tl.constexpr, CHECK_CAUSAL: tl.constexpr, DENSE_MODE: tl.constexpr,
+                    FAST_SCALE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                    DOT_UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Query blocks ``[lo, hi)`` of one query head against the program's key block (tiles are
+    transposed, keys x rows, so that ``dK``/``dV`` accumulate without transposing ``P``)."""
+    offs_mb = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    d_ok = offs_d < HEAD_DIM
+    dv_ok = offs_dv < HEAD_DIM_V
+    n_in = offs_n < Lk
+    q_offs = offs_mb[:, None] * stride_qm + offs_d[None, :]
+    do_offs = offs_mb[:, None] * stride_dom + offs_dv[None, :]
+    dm_offs = offs_n[:, None] * stride_dn + offs_mb[None, :] * stride_dm
+    for start_m in range(lo, hi, BLOCK_M):
+        start_m = tl.multiple_of(start_m, BLOCK_M)
+        start_m64 = start_m.to(tl.int64)
+        rows = start_m + offs_mb
+        row_ok = rows < Lq
+        q = _load_tile(q_base + start_m64 * stride_qm + q_offs, row_ok, d_ok, True, BLOCK_D != HEAD_DIM)
+        do = _load_tile(do_base + start_m64 * stride_dom + do_offs, row_ok, dv_ok, True, BLOCK_DV != HEAD_DIM_V)
+        if DOT_UPCAST:
+            q = q.to(tl.float32)
+            do = do.to(tl.float32)
+        lse = tl.load(lse_base + rows, mask=row_ok, other=float("inf"))
+        lse = tl.where(lse == float("-inf"), float("inf"), lse)  # empty row: P = 0
+        delta = tl.load(delta_base + rows, mask=row_ok, other=0.0)
+
+        qkT = tl.dot(k, tl.trans(q), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
+        if FAST_SCALE:
+            pT = tl.math.exp2(qkT * qk_scale - (lse * LOG2E)[None, :])
+        else:
+            s = qkT * sm_scale
+            if DENSE_MODE == 2:
+                bias = tl.load(dm_base + start_m64 * stride_dm + dm_offs,
+                               mask=n_in[:, None] & row_ok[None, :], other=0.0)
+                s = s + bias.to(tl.float32)
+            pT = tl.math.exp2((s - lse[None, :]) * LOG2E)
+        if CHECK_COLS or CHECK_CAUSAL or DENSE_MODE == 1:
+            keep = tl.full([BLOCK_N], 1, tl.int1)[:, None]
+            if CHECK_COLS:
+                keep = keep & col_ok[:, None]
+            if CHECK_CAUSAL:
+                keep = keep & (offs_n[:, None] <= rows[None, :] + causal_off)
+            if DENSE_MODE == 1:
+                dmask = tl.load(dm_base + start_m64 * stride_dm + dm_offs,
+                                mask=n_in[:, None] & row_ok[None, :], other=0)
+                keep = keep & (dmask != 0)
+            pT = tl.where(keep, pT, 0.0)
+
+        dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
+        if HAS_DROPOUT:
+            zT = tl.trans(_dropout_keep(drop_k0, drop_k1, drop_c3, drop_thresh, bh, rows, n0, BLOCK_M, BLOCK_N))
+            dv = tl.dot(tl.where(zT, pT, 0.0).to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+            dpT = tl.where(zT, dpT * drop_scale, 0.0)
+        else:
+            dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=INPUT_PRECISION)
+    return dk, dv
+
+
+#: Integer arguments that change from call to call (lengths, offsets, dropout words): never specialised.
+BWD_NO_SPECIALIZE = ["Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET",
+                     "drop_k0", "drop_k1", "drop_c3", "drop_thresh"]
+
+
+@triton.jit(do_not_specialize=BWD_NO_SPECIALIZE)
+def _attn_bwd_dkdv_kernel(
+        Q, K, V, DO, Lse, Delta, DK, DV, KeyLens, KeyMask, KeyRange, Dense,
+        stride_qb, stride_qh, stride_qm,
+        stride_kb, stride_kh, stride_kn,
+        stride_vb, stride_vh, stride_vn,
+        stride_dob, stride_doh, stride_dom,
+        stride_dkb, stride_dkh, stride_dkn,
+        stride_dvb, stride_dvh, stride_dvn,
+        stride_klb, stride_kmb, stride_kmn,
+        stride_db, stride_dh, stride_dm, stride_dn,
+        Hq, Hkv, group, Lq, Lk, causal_off, qk_scale, sm_scale,
+        drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,
+        LQ_BUCKET, LK_BUCKET,  # autotune keys only
+        HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+        IS_CAUSAL: tl.constexpr, HAS_KEY_LENS: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+        DENSE_MODE: tl.constexpr, FAST_SCALE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+        DOT_UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One program = one ``BLOCK_N`` block of keys of one (batch, KV head); writes its rows of
+    ``DK (B, Hkv, Lk, E)`` and ``DV (B, Hkv, Lk, Ev)`` (any strides, last dim contiguous).
+
+    Q/DO ``(B, Hq, Lq, E|Ev)`` any strides; Lse (natural log, ``-inf`` = empty row) and Delta:
+    contiguous float32 ``(B, Hq, Lq)``. Query head ``hk * group + g`` reads KV head ``hk``.
+    """
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(Lk, BLOCK_N)
+    bhk = pid // num_n
+    n0 = (pid % num_n) * BLOCK_N
+    b = bhk // Hkv
+    hk = bhk % Hkv
+    b64 = b.to(tl.int64)
+    hk64 = hk.to(tl.int64)
+    n064 = n0.to(tl.int64)
+
+    offs_nb = tl.arange(0, BLOCK_N)
+    offs_n = n0 + offs_nb
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    d_ok = offs_d < HEAD_DIM
+    dv_ok = offs_dv < HEAD_DIM_V
+
+    # ---- the visible key range of this batch row, and the query rows that can see this key block
+    kv_start = 0
+    kv_end = Lk
+    if HAS_KEY_LENS:
+        kl = tl.load(KeyLens + b64 * stride_klb).to(tl.int32)
+        kv_end = tl.maximum(tl.minimum(kv_end, kl), 0)
+    if HAS_KEY_MASK:
+        kv_start = tl.load(KeyRange + 2 * b64)
+        kv_end = tl.minimum(kv_end, tl.load(KeyRange + 2 * b64 + 1))
+    j_first = tl.maximum(n0, kv_start)              # first / last key of the block inside the range
+    j_last = tl.minimum(n0 + BLOCK_N, kv_end) - 1
+    m_end = tl.where(j_first <= j_last, Lq, 0)      # a block outside the key range: no query block
+    if IS_CAUSAL:
+        # row i sees key j iff j <= i + causal_off: rows >= j_first - off see some key of the block,
+        # rows >= j_last - off see all of them (the off-diagonal part: no causal test)
+        m_lo = (tl.maximum(j_first - causal_off, 0) // BLOCK_M) * BLOCK_M
+        m_clean = tl.maximum(tl.cdiv(tl.maximum(j_last - causal_off, 0), BLOCK_M) * BLOCK_M, m_lo)
+        m_end = tl.where(j_first - causal_off < Lq, m_end, 0)  # above every row's bound
+    else:
+        m_lo = 0
+        m_clean = 0
+    m_diag_end = tl.minimum(m_clean, m_end)
+    m_clean = tl.maximum(m_clean, m_lo)
+
+    col_ok = (offs_n >= kv_start) & (offs_n < kv_end)
+    load_end = tl.where(m_lo < m_end, kv_end, 0)    # nothing is loaded for a block no row sees
+    load_ok = (offs_n >= kv_start) & (offs_n < load_end)
+    if HAS_KEY_MASK:
+        km = tl.load(KeyMask + b64 * stride_kmb + offs_n * stride_kmn, mask=load_ok, other=0)
+        col_ok = col_ok & (km != 0)
+    cols_full = (n0 >= kv_start) & (n0 + BLOCK_N <= kv_end)
+
+    k = _load_tile(K + (b64 * stride_kb + hk64 * stride_kh + n064 * stride_kn)
+                   + offs_nb[:, None] * stride_kn + offs_d[None, :], load_ok, d_ok, True, BLOCK_D != HEAD_DIM)
+    v = _load_tile(V + (b64 * stride_vb + hk64 * stride_vh + n064 * stride_vn)
+                   + offs_nb[:, None] * stride_vn + offs_dv[None, :], load_ok, dv_ok, True, BLOCK_DV != HEAD_DIM_V)
+    if DOT_UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
+
+    for g in range(0, group):
+        h = hk * group + g
+        h64 = h.to(tl.int64)
+        bh = b * Hq + h
+        bh64 = bh.to(tl.int64)
+        q_base = Q + (b64 * stride_qb + h64 * stride_qh)
+        do_base = DO + (b64 * stride_dob + h64 * stride_doh)
+        lse_base = Lse + bh64 * Lq
+        delta_base = Delta + bh64 * Lq
+        dm_base = Dense + (b64 * stride_db + h64 * stride_dh + n064 * stride_dn)
+        # the causal diagonal: causal (and bound / key-mask) tests
+        dk, dv = _bwd_dkdv_inner(
+            dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, dm_base,
+            stride_qm, stride_dom, stride_dm, stride_dn,
+            m_lo, m_diag_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
+            drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
+            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
+            True, IS_CAUSAL, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
+        # below the diagonal: bound tests only where the block straddles the key range's ends
+        if HAS_KEY_MASK:
+            dk, dv = _bwd_dkdv_inner(
+                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, dm_base,
+                stride_qm, stride_dom, stride_dm, stride_dn,
+                m_clean, m_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
+                drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
+                HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
+                True, False, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
+        elif cols_full:
+            dk, dv = _bwd_dkdv_inner(
+                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, dm_base,
+                stride_qm, stride_dom, stride_dm, stride_dn,
+                m_clean, m_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
+                drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
+                HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
+                False, False, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
+        else:
+            dk, dv = _bwd_dkdv_inner(
+                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, dm_base,
+                stride_qm, stride_dom, stride_dm, stride_dn,
+                m_clean, m_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
+                drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
+                HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
+                True, False, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
+
+    dk = dk * sm_scale
+    if HAS_DROPOUT:
+        dv = dv * drop_scale
+    n_ok = offs_n < Lk
+    dk_ptrs = DK + (b64 * stride_dkb + hk64 * stride_dkh + n064 * stride_dkn) \
+        + offs_nb[:, None] * stride_dkn + offs_d[None, :]
+    dv_ptrs = DV + (b64 * stride_dvb + hk64 * stride_dvh + n064 * stride_dvn) \
+        + offs_nb[:, None] * stride_dvn + offs_dv[None, :]
+    if BLOCK_D != HEAD_DIM:
+        tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=n_ok[:, None] & d_ok[None, :])
+    else:
+        tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=n_ok[:, None])
+    if BLOCK_DV != HEAD_DIM_V:
+        tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=n_ok[:, None] & dv_ok[None, :])
+    else:
+        tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=n_ok[:, None])
+
+
+# ---------------------------------------------------------------------------------------------- dQ
+@triton.jit
+def _bwd_dq_inner(dq, q, do, lse, delta,
+                  k_base, v_base, km_base, dm_base,
+                  k_offs, v_offs, dm_offs,
+                  stride_kn, stride_vn, stride_kmn, stride_dn,
+                  lo, hi, kv_end, causal_off, qk_scale, sm_scale, bh,
+                  drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,
+                  offs_m, offs_n, offs_d, offs_dv, row_ok,
+                  HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+                  BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  CHECK_BOUNDS: tl.constexpr, CHECK_CAUSAL: tl.constexpr,
+                  HAS_KEY_MASK: tl.constexpr, DENSE_MODE: tl.constexpr,
+                  FAST_SCALE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                  DOT_UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Key blocks ``[lo, hi)`` for one query block (the forward's loop, with the dQ update)."""
+    d_ok = offs_d < HEAD_DIM
+    dv_ok = offs_dv < HEAD_DIM_V
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        start_n64 = start_n.to(tl.int64)
+        cols = start_n + offs_n
+        col_ok = cols < kv_end
+        k = _load_tile(k_base + start_n64 * stride_kn + k_offs, col_ok, d_ok, CHECK_BOUNDS, BLOCK_D != HEAD_DIM)
+        v = _load_tile(v_base + start_n64 * stride_vn + v_offs, col_ok, dv_ok, CHECK_BOUNDS, BLOCK_DV != HEAD_DIM_V)
+        if DOT_UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        qk = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+        if DENSE_MODE != 0:
+            dense = _load_tile(dm_base + start_n64 * stride_dn + dm_offs, row_ok, col_ok, True, CHECK_BOUNDS)
+        if FAST_SCALE:
+            p = tl.math.exp2(qk * qk_scale - (lse * LOG2E)[:, None])
+        else:
+            s = qk * sm_scale
+            if DENSE_MODE == 2:
+                s = s + dense.to(tl.float32)
+            p = tl.math.exp2((s - lse[:, None]) * LOG2E)
+        if CHECK_BOUNDS or CHECK_CAUSAL or HAS_KEY_MASK or DENSE_MODE == 1:
+            keep = tl.full([BLOCK_N], 1, tl.int1)[None, :]
+            if CHECK_BOUNDS:
+                keep = keep & col_ok[None, :]
+            if CHECK_CAUSAL:
+                keep = keep & (cols[None, :] <= offs_m[:, None] + causal_off)
+            if HAS_KEY_MASK:
+                km_ptrs = km_base + start_n64 * stride_kmn + offs_n * stride_kmn
+                if CHECK_BOUNDS:
+                    km = tl.load(km_ptrs, mask=col_ok, other=0)
+                else:
+                    km = tl.load(km_ptrs)
+                keep = keep & (km != 0)[None, :]
+            if DENSE_MODE == 1:
+                keep = keep & (dense != 0)
+            p = tl.where(keep, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+        if HAS_DROPOUT:
+            z = _dropout_keep(drop_k0, drop_k1, drop_c3, drop_thresh, bh, offs_m, start_n, BLOCK_M, BLOCK_N)
+            dp = tl.where(z, dp * drop_scale, 0.0)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=INPUT_PRECISION)
+    return dq
+
+
+@triton.jit(do_not_specialize=BWD_NO_SPECIALIZE)
+def _attn_bwd_dq_kernel(
+        Q, K, V, DO, Lse, Delta, DQ, KeyLens, KeyMask, KeyRange, Dense,
+        stride_qb, stride_qh, stride_qm,
+        stride_kb, stride_kh, stride_kn,
+        stride_vb, stride_vh, stride_vn,
+        stride_dob, stride_doh, stride_dom,
+        stride_dqb, stride_dqh, stride_dqm,
+        stride_klb, stride_kmb, stride_kmn,
+        stride_db, stride_dh, stride_dm, stride_dn,
+        Hq, group, Lq, Lk, causal_off, qk_scale, sm_scale,
+        drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,
+        LQ_BUCKET, LK_BUCKET,  # autotune keys only
+        HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+        IS_CAUSAL: tl.constexpr, HAS_KEY_LENS: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+        DENSE_MODE: tl.constexpr, FAST_SCALE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+        DOT_UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One program = one ``BLOCK_M`` block of query rows of one (batch, query head); writes its rows of
+    ``DQ (B, Hq, Lq, E)`` (any strides, last dim contiguous). Key loop bounds as the forward's."""
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(Lq, BLOCK_M)
+    bh = pid // num_m
+    pid_m = pid % num_m
+    if IS_CAUSAL:
+        start_m = num_m - 1 - pid_m  # the longest (bottom) blocks first
+    else:
+        start_m = pid_m
+    b = bh // Hq
+    h = bh % Hq
+    hk = h // group
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    hk64 = hk.to(tl.int64)
+    bh64 = bh.to(tl.int64)
+    m0 = start_m * BLOCK_M
+    m064 = m0.to(tl.int64)
+
+    offs_mb = tl.arange(0, BLOCK_M)
+    offs_m = m0 + offs_mb
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    row_ok = offs_m < Lq
+    d_ok = offs_d < HEAD_DIM
+    dv_ok = offs_dv < HEAD_DIM_V
+
+    q = _load_tile(Q + (b64 * stride_qb + h64 * stride_qh + m064 * stride_qm)
+                   + offs_mb[:, None] * stride_qm + offs_d[None, :], row_ok, d_ok, True, BLOCK_D != HEAD_DIM)
+    do = _load_tile(DO + (b64 * stride_dob + h64 * stride_doh + m064 * stride_dom)
+                    + offs_mb[:, None] * stride_dom + offs_dv[None, :], row_ok, dv_ok, True, BLOCK_DV != HEAD_DIM_V)
+    if DOT_UPCAST:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
+    lse = tl.load(Lse + bh64 * Lq + offs_m, mask=row_ok, other=float("inf"))
+    lse = tl.where(lse == float("-inf"), float("inf"), lse)  # empty row: P = 0
+    delta = tl.load(Delta + bh64 * Lq + offs_m, mask=row_ok, other=0.0)
+
+    k_base = K + (b64 * stride_kb + hk64 * stride_kh)
+    v_base = V + (b64 * stride_vb + hk64 * stride_vh)
+    k_offs = offs_n[:, None] * stride_kn + offs_d[None, :]
+    v_offs = offs_n[:, None] * stride_vn + offs_dv[None, :]
+    km_base = KeyMask + b64 * stride_kmb
+    dm_base = Dense + (b64 * stride_db + h64 * stride_dh + m064 * stride_dm)
+    dm_offs = offs_mb[:, None] * stride_dm + offs_n[None, :] * stride_dn
+
+    kv_start = 0
+    kv_end = Lk
+    if HAS_KEY_LENS:
+        kl = tl.load(KeyLens + b64 * stride_klb).to(tl.int32)
+        kv_end = tl.maximum(tl.minimum(kv_end, kl), 0)
+    if HAS_KEY_MASK:
+        kv_start = tl.load(KeyRange + 2 * b64)
+        kv_end = tl.minimum(kv_end, tl.load(KeyRange + 2 * b64 + 1))
+    lo = (kv_start // BLOCK_N) * BLOCK_N
+    if IS_CAUSAL:
+        m_last = tl.minimum(m0 + BLOCK_M, Lq) - 1
+        hi = tl.minimum(kv_end, m_last + causal_off + 1)
+        clean_end = tl.maximum(tl.minimum(kv_end, m0 + causal_off + 1), 0)
+    else:
+        hi = kv_end
+        clean_end = kv_end
+    n_clean = tl.maximum((clean_end // BLOCK_N) * BLOCK_N, lo)
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    dq = _bwd_dq_inner(
+        dq, q, do, lse, delta, k_base, v_base, km_base, dm_base, k_offs, v_offs, dm_offs,
+        stride_kn, stride_vn, stride_kmn, stride_dn,
+        lo, n_clean, kv_end, causal_off, qk_scale, sm_scale, bh,
+        drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,
+        offs_m, offs_n, offs_d, offs_dv, row_ok,
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
+        False, False, HAS_KEY_MASK, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
+    dq = _bwd_dq_inner(
+        dq, q, do, lse, delta, k_base, v_base, km_base, dm_base, k_offs, v_offs, dm_offs,
+        stride_kn, stride_vn, stride_kmn, stride_dn,
+        n_clean, hi, kv_end, causal_off, qk_scale, sm_scale, bh,
+        drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,
+        offs_m, offs_n, offs_d, offs_dv, row_ok,
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
+        True, IS_CAUSAL, HAS_KEY_MASK, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
+
+    dq = dq * sm_scale
+    dq_ptrs = DQ + (b64 * stride_dqb + h64 * stride_dqh + m064 * stride_dqm) \
+        + offs_mb[:, None] * stride_dqm + offs_d[None, :]
+    if BLOCK_D != HEAD_DIM:
+        tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    else:
+        tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=row_ok[:, None])
+
+
+# ------------------------------------------------------------------------------- configs and prune
+def _cfg(bm: int, bn: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+
+
+def config_kwargs(conf: triton.Config) -> dict:
+    """A config as launch kwargs (``BLOCK_M, BLOCK_N, num_warps, num_stages``)."""
+    return dict(conf.kwargs, num_warps=conf.num_warps, num_stages=conf.num_stages)
+
+
+#: dK/dV: a program holds K, V (BLOCK_N x E/Ev) and the fp32 dK, dV accumulators; BLOCK_M is the query
+#: step. dQ: a program holds Q, dO and the fp32 dQ accumulator (BLOCK_M rows); BLOCK_N is the key step.
+CONFIGS_DKDV_SM80 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (32, 64, 128) for w in (4, 8) for s in (1, 2, 3)]
+CONFIGS_DKDV_SM90 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (64, 128) for w in (4, 8) for s in (2, 3, 4)]
+CONFIGS_DQ_SM80 = [_cfg(bm, bn, w, s) for bm in (32, 64, 128) for bn in (16, 32, 64) for w in (4, 8) for s in (1, 2, 3)]
+CONFIGS_DQ_SM90 = [_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (16, 32, 64) for w in (4, 8) for s in (2, 3, 4)]
+#: The interpreter (TRITON_INTERPRET=1): one small fixed config per kernel, no autotuning.
+CONFIG_INTERPRET_DKDV = _cfg(32, 32, 4, 1)
+CONFIG_INTERPRET_DQ = _cfg(32, 32, 4, 1)
+
+
+def preprocess_block_m(block_dv: int) -> int:
+    """Rows per program of the delta preprocess (a (BLOCK_M, BLOCK_DV) tile of O and dO)."""
+    return max(16, min(128, 8192 // block_dv))
+
+
+def configs_for(family: str, capability) -> list:
+    hopper = capability is not None and capability[0] >= 9
+    if family == "dkdv":
+        return CONFIGS_DKDV_SM90 if hopper else CONFIGS_DKDV_SM80
+    if family == "dq":
+        return CONFIGS_DQ_SM90 if hopper else CONFIGS_DQ_SM80
+    raise ValueError(family)
+
+
+def prune_dkdv(configs, named_args, **kwargs):
+    return configs
+
+
+def prune_dq(configs, named_args, **kwargs):
+    return configs
+
+
+AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "IS_CAUSAL", "HAS_KEY_LENS",
+                "HAS_KEY_MASK", "DENSE_MODE", "FAST_SCALE", "HAS_DROPOUT"]
+
+_autotuned = {}
+
+
+def autotuned(family: str, capability):
+    """``_attn_bwd_dkdv_kernel`` / ``_attn_bwd_dq_kernel`` under ``triton.autotune`` with the config
+    list of ``capability``. Both kernels overwrite their outputs (no accumulation into them), so the
+    autotuner's repeated launches are harmless."""
+    major = 9 if capability[0] >= 9 else 8
+    key = (family, major)
+    if key not in _autotuned:
+        kern = _attn_bwd_dkdv_kernel if family == "dkdv" else _attn_bwd_dq_kernel
+        prune = prune_dkdv if family == "dkdv" else prune_dq
+        _autotuned[key] = triton.autotune(configs=configs_for(family, capability), key=AUTOTUNE_KEY,
+                                          prune_configs_by={"early_config_prune": prune})(kern)
+    return _autotuned[key]
