@@ -108,7 +108,7 @@ def _attn_bwd_preprocess_kernel(Out, DO, Delta,
 # ------------------------------------------------------------------------------------------- dK, dV
 @triton.jit
 def _bwd_dkdv_inner(dk, dv, k, v, col_ok, offs_n,
-                    q_base, do_base, lse_base, delta_base, dm_base,
+                    q_base, do_base, lse_base, delta_base, rs_base, dm_base,
                     stride_qm, stride_dom, stride_dm, stride_dn,
                     lo, hi, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
                     drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
@@ -128,7 +128,7 @@ def _bwd_dkdv_inner(dk, dv, k, v, col_ok, offs_n,
     n_in = offs_n < Lk
     q_offs = offs_mb[:, None] * stride_qm + offs_d[None, :]
     do_offs = offs_mb[:, None] * stride_dom + offs_dv[None, :]
-    dm_offs = offs_n[:, None] * stride_dn + offs_mb[None, :] * stride_dm
+    dm_offs = tl.arange(0, BLOCK_N)[:, None] * stride_dn + offs_mb[None, :] * stride_dm  # dm_base holds n0
     for start_m in range(lo, hi, BLOCK_M):
         start_m = tl.multiple_of(start_m, BLOCK_M)
         start_m64 = start_m.to(tl.int64)
@@ -142,17 +142,18 @@ def _bwd_dkdv_inner(dk, dv, k, v, col_ok, offs_n,
         lse = tl.load(lse_base + rows, mask=row_ok, other=float("inf"))
         lse = tl.where(lse == float("-inf"), float("inf"), lse)  # empty row: P = 0
         delta = tl.load(delta_base + rows, mask=row_ok, other=0.0)
+        rs = tl.load(rs_base + rows, mask=row_ok, other=0.0)
 
         qkT = tl.dot(k, tl.trans(q), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
         if FAST_SCALE:
-            pT = tl.math.exp2(qkT * qk_scale - (lse * LOG2E)[None, :])
+            pT = tl.math.exp2(qkT * qk_scale - (lse * LOG2E)[None, :]) * rs[None, :]
         else:
             s = qkT * sm_scale
             if DENSE_MODE == 2:
                 bias = tl.load(dm_base + start_m64 * stride_dm + dm_offs,
                                mask=n_in[:, None] & row_ok[None, :], other=0.0)
                 s = s + bias.to(tl.float32)
-            pT = tl.math.exp2((s - lse[None, :]) * LOG2E)
+            pT = tl.math.exp2((s - lse[None, :]) * LOG2E) * rs[None, :]
         if CHECK_COLS or CHECK_CAUSAL or DENSE_MODE == 1:
             keep = tl.full([BLOCK_N], 1, tl.int1)[:, None]
             if CHECK_COLS:
@@ -184,7 +185,7 @@ BWD_NO_SPECIALIZE = ["Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET",
 
 @triton.jit(do_not_specialize=BWD_NO_SPECIALIZE)
 def _attn_bwd_dkdv_kernel(
-        Q, K, V, DO, Lse, Delta, DK, DV, KeyLens, KeyMask, KeyRange, Dense,
+        Q, K, V, DO, Lse, Delta, RowScale, DK, DV, KeyLens, KeyMask, KeyRange, Dense,
         stride_qb, stride_qh, stride_qm,
         stride_kb, stride_kh, stride_kn,
         stride_vb, stride_vh, stride_vn,
@@ -275,10 +276,11 @@ def _attn_bwd_dkdv_kernel(
         do_base = DO + (b64 * stride_dob + h64 * stride_doh)
         lse_base = Lse + bh64 * Lq
         delta_base = Delta + bh64 * Lq
+        rs_base = RowScale + bh64 * Lq
         dm_base = Dense + (b64 * stride_db + h64 * stride_dh + n064 * stride_dn)
         # the causal diagonal: causal (and bound / key-mask) tests
         dk, dv = _bwd_dkdv_inner(
-            dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, dm_base,
+            dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, rs_base, dm_base,
             stride_qm, stride_dom, stride_dm, stride_dn,
             m_lo, m_diag_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
             drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
@@ -287,7 +289,7 @@ def _attn_bwd_dkdv_kernel(
         # below the diagonal: bound tests only where the block straddles the key range's ends
         if HAS_KEY_MASK:
             dk, dv = _bwd_dkdv_inner(
-                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, dm_base,
+                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, rs_base, dm_base,
                 stride_qm, stride_dom, stride_dm, stride_dn,
                 m_clean, m_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
                 drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
@@ -295,7 +297,7 @@ def _attn_bwd_dkdv_kernel(
                 True, False, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
         elif cols_full:
             dk, dv = _bwd_dkdv_inner(
-                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, dm_base,
+                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, rs_base, dm_base,
                 stride_qm, stride_dom, stride_dm, stride_dn,
                 m_clean, m_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
                 drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
@@ -303,7 +305,7 @@ def _attn_bwd_dkdv_kernel(
                 False, False, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
         else:
             dk, dv = _bwd_dkdv_inner(
-                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, dm_base,
+                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, rs_base, dm_base,
                 stride_qm, stride_dom, stride_dm, stride_dn,
                 m_clean, m_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
                 drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
@@ -330,7 +332,7 @@ def _attn_bwd_dkdv_kernel(
 
 # ---------------------------------------------------------------------------------------------- dQ
 @triton.jit
-def _bwd_dq_inner(dq, q, do, lse, delta,
+def _bwd_dq_inner(dq, l_hat, q, do, lse, delta,
                   k_base, v_base, km_base, dm_base,
                   k_offs, v_offs, dm_offs,
                   stride_kn, stride_vn, stride_kmn, stride_dn,
@@ -383,18 +385,19 @@ def _bwd_dq_inner(dq, q, do, lse, delta,
             if DENSE_MODE == 1:
                 keep = keep & (dense != 0)
             p = tl.where(keep, p, 0.0)
+        l_hat += tl.sum(p, 1)
         dp = tl.dot(do, tl.trans(v), input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
         if HAS_DROPOUT:
             z = _dropout_keep(drop_k0, drop_k1, drop_c3, drop_thresh, bh, offs_m, start_n, BLOCK_M, BLOCK_N)
             dp = tl.where(z, dp * drop_scale, 0.0)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=INPUT_PRECISION)
-    return dq
+    return dq, l_hat
 
 
 @triton.jit(do_not_specialize=BWD_NO_SPECIALIZE)
 def _attn_bwd_dq_kernel(
-        Q, K, V, DO, Lse, Delta, DQ, KeyLens, KeyMask, KeyRange, Dense,
+        Q, K, V, DO, Lse, Delta, RowScale, DQ, KeyLens, KeyMask, KeyRange, Dense,
         stride_qb, stride_qh, stride_qm,
         stride_kb, stride_kh, stride_kn,
         stride_vb, stride_vh, stride_vn,
@@ -477,16 +480,17 @@ def _attn_bwd_dq_kernel(
     n_clean = tl.maximum((clean_end // BLOCK_N) * BLOCK_N, lo)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    dq = _bwd_dq_inner(
-        dq, q, do, lse, delta, k_base, v_base, km_base, dm_base, k_offs, v_offs, dm_offs,
+    l_hat = tl.zeros([BLOCK_M], tl.float32)
+    dq, l_hat = _bwd_dq_inner(
+        dq, l_hat, q, do, lse, delta, k_base, v_base, km_base, dm_base, k_offs, v_offs, dm_offs,
         stride_kn, stride_vn, stride_kmn, stride_dn,
         lo, n_clean, kv_end, causal_off, qk_scale, sm_scale, bh,
         drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,
         offs_m, offs_n, offs_d, offs_dv, row_ok,
         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
         False, False, HAS_KEY_MASK, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
-    dq = _bwd_dq_inner(
-        dq, q, do, lse, delta, k_base, v_base, km_base, dm_base, k_offs, v_offs, dm_offs,
+    dq, l_hat = _bwd_dq_inner(
+        dq, l_hat, q, do, lse, delta, k_base, v_base, km_base, dm_base, k_offs, v_offs, dm_offs,
         stride_kn, stride_vn, stride_kmn, stride_dn,
         n_clean, hi, kv_end, causal_off, qk_scale, sm_scale, bh,
         drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,
@@ -494,7 +498,13 @@ def _attn_bwd_dq_kernel(
         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
         True, IS_CAUSAL, HAS_KEY_MASK, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
 
-    dq = dq * sm_scale
+    # P was exp(S - lse) with the saved fp32 LSE: its row sums l_hat are 1 up to the LSE's rounding
+    # (|lse| * 2^-24, 1e-5 relative at |lse| ~ 100) -- or Lk-fold off on a row whose scores a huge
+    # additive bias (finfo.min) made equal, whose log(l) the LSE cannot hold. Renormalising by l_hat
+    # makes P exactly the forward's; dK/dV reads the same factor.
+    rs = tl.where(l_hat > 0.0, 1.0 / tl.where(l_hat > 0.0, l_hat, 1.0), 0.0)
+    tl.store(RowScale + bh64 * Lq + offs_m, rs, mask=row_ok)
+    dq = dq * (rs * sm_scale)[:, None]
     dq_ptrs = DQ + (b64 * stride_dqb + h64 * stride_dqh + m064 * stride_dqm) \
         + offs_mb[:, None] * stride_dqm + offs_d[None, :]
     if BLOCK_D != HEAD_DIM:

@@ -171,6 +171,7 @@ def attn_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torc
     group = Hq // Hkv
     lq_b, lk_b = _next_pow2(Lq), _next_pow2(Lk)
     delta = torch.empty((B, Hq, Lq), dtype=torch.float32, device=dev)
+    row_scale = torch.empty((B, Hq, Lq), dtype=torch.float32, device=dev)  # 1 / rowsum(exp(S - lse))
     cfg = dict(config or {})
     if interpret:
         cfg.setdefault("dkdv", KB.config_kwargs(KB.CONFIG_INTERPRET_DKDV))
@@ -184,18 +185,8 @@ def attn_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torc
 
         common_tail = (stride_klb, stride_kmb, stride_kmn, dstr[0], dstr[1], dstr[2], dstr[3])
         drop = (dk0, dk1, dc3, dthr, dscale)
-        dkdv_args = (q, k, v, dout, lse, delta, dk, dv, key_lens, key_mask, key_range, dense,
-                     qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], dos[0], dos[1], dos[2],
-                     dks[0], dks[1], dks[2], dvs[0], dvs[1], dvs[2], *common_tail,
-                     Hq, Hkv, group, Lq, Lk, causal_off, scale * LOG2E, scale, *drop, lq_b, lk_b)
-        if "dkdv" in cfg:
-            c = cfg["dkdv"]
-            KB._attn_bwd_dkdv_kernel[(_cdiv(Lk, c["BLOCK_N"]) * B * Hkv,)](*dkdv_args, **meta, **c)
-        else:
-            KB.autotuned("dkdv", info.capability)[lambda mt: (_cdiv(Lk, mt["BLOCK_N"]) * B * Hkv,)](
-                *dkdv_args, **meta)
-
-        dq_args = (q, k, v, dout, lse, delta, dq, key_lens, key_mask, key_range, dense,
+        # dQ first: it also writes the row renormalisation the dK/dV kernel reads
+        dq_args = (q, k, v, dout, lse, delta, row_scale, dq, key_lens, key_mask, key_range, dense,
                    qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], dos[0], dos[1], dos[2],
                    dqs[0], dqs[1], dqs[2], *common_tail,
                    Hq, group, Lq, Lk, causal_off, scale * LOG2E, scale, *drop, lq_b, lk_b)
@@ -205,4 +196,15 @@ def attn_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torc
         else:
             KB.autotuned("dq", info.capability)[lambda mt: (_cdiv(Lq, mt["BLOCK_M"]) * B * Hq,)](
                 *dq_args, **meta)
+
+        dkdv_args = (q, k, v, dout, lse, delta, row_scale, dk, dv, key_lens, key_mask, key_range, dense,
+                     qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], dos[0], dos[1], dos[2],
+                     dks[0], dks[1], dks[2], dvs[0], dvs[1], dvs[2], *common_tail,
+                     Hq, Hkv, group, Lq, Lk, causal_off, scale * LOG2E, scale, *drop, lq_b, lk_b)
+        if "dkdv" in cfg:
+            c = cfg["dkdv"]
+            KB._attn_bwd_dkdv_kernel[(_cdiv(Lk, c["BLOCK_N"]) * B * Hkv,)](*dkdv_args, **meta, **c)
+        else:
+            KB.autotuned("dkdv", info.capability)[lambda mt: (_cdiv(Lk, mt["BLOCK_N"]) * B * Hkv,)](
+                *dkdv_args, **meta)
     return dq, dk, dv
