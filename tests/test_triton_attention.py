@@ -629,7 +629,7 @@ def test_launcher_passes_caller_views_without_copies(Lq, monkeypatch):
     """No hidden copies: the kernel receives the caller's own q/k/v storage (packed-QKV views, GQA) and
     the stride-0 mask view, not contiguous copies."""
     from fastattn.kernels import attention as K
-    from fastattn.kernels import attention_decode as KD
+    from fastattn.kernels import attention as KD
     spies = {n: _KernelSpy() for n in ("fwd", "dec", "comb")}
     monkeypatch.setattr(K, "_attn_fwd_kernel", spies["fwd"])
     monkeypatch.setattr(KD, "_attn_decode_kernel", spies["dec"])

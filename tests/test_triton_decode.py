@@ -1,4 +1,4 @@
-"""The Triton decode path (few query rows against a KV cache; ``fastattn/kernels/attention_decode.py``),
+"""The Triton decode path (few query rows against a KV cache; ``fastattn/kernels/attention/decode.py``),
 CPU tier: GQA-packed split-KV kernel + combine under ``TRITON_INTERPRET=1`` against the float64
 reference with the numerics rule; split counts forced to 1/2/3/odd so the combine sees empty splits;
 the launcher's routing; the split and tile rules; compile-only checks for sm_80/sm_90.
@@ -208,7 +208,7 @@ def test_routing(monkeypatch):
     Lq > 16 -> the prefill kernel. Through ``fastattn.attention`` end to end."""
     import fastattn
     from fastattn.kernels import attention as K
-    from fastattn.kernels import attention_decode as KD
+    from fastattn.kernels import attention as KD
     from fastattn.backends import triton_attention as TA
     assert TA._DECODE_MAX_LQ == KD.DECODE_MAX_LQ
     seen = []
@@ -253,7 +253,7 @@ def test_routing(monkeypatch):
 
 
 def test_split_rule():
-    from fastattn.kernels.attention_decode import MAX_SPLITS, choose_num_splits
+    from fastattn.kernels.attention import MAX_SPLITS, choose_num_splits
     assert choose_num_splits(8, 132, 32768) == MAX_SPLITS  # B=1, Hkv=8 on an H100-class part
     assert choose_num_splits(128, 132, 1024) == 4  # B=16, Hkv=8: ~2 programs per SM, 256 keys/split
     assert choose_num_splits(256, 132, 32768) == 1  # enough programs already
@@ -267,9 +267,9 @@ def test_split_rule():
 
 
 def test_decode_tile_rule():
-    from fastattn.kernels.attention_decode import decode_block_m, decode_config
+    from fastattn.kernels.attention import decode_block_m, decode_config
     assert decode_block_m(1, 1) == 16 and decode_block_m(4, 1) == 16 and decode_block_m(8, 4) == 32
-    assert decode_block_m(16, 16) == 64
+    assert decode_block_m(16, 16) == 64 and decode_block_m(16, 16, 4) == 16  # fp32: always 16 rows
     for cap, smem in (((9, 0), 227 * 1024), ((8, 0), 163 * 1024), ((8, 6), 99 * 1024)):
         for bd in (16, 32, 64, 128, 256):
             for elem in (2, 4):
@@ -288,7 +288,7 @@ import os, re, subprocess, tempfile
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from fastattn.kernels import attention_decode as KD
+from fastattn.kernels import attention as KD
 
 dec, comb = KD._attn_decode_kernel, KD._attn_combine_kernel
 assert {p.name for p in dec.params if p.do_not_specialize} == set(KD.DECODE_NO_SPECIALIZE)
@@ -328,7 +328,7 @@ def compile_decode(arch, dtype, E, group, Lq, causal, kl, km, split, smem):
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(dec.arg_names)
              if sig[n] not in ("constexpr", "fp32") and n not in NODIV}
     bd = max(16, triton.next_power_of_2(E))
-    bm = KD.decode_block_m(group, Lq)
+    bm = KD.decode_block_m(group, Lq, 4 if dtype == "fp32" else 2)
     bn, warps, stages = KD.decode_config(bm, bd, bd, 4 if dtype == "fp32" else 2, (arch // 10, arch % 10), smem)
     consts = dict(HEAD_DIM=E, HEAD_DIM_V=E, BLOCK_D=bd, BLOCK_DV=bd, IS_CAUSAL=causal, HAS_KEY_LENS=kl,
                   HAS_KEY_MASK=km, SPLIT=split, DOT_UPCAST=False,
