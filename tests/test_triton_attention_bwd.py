@@ -8,8 +8,8 @@ with the query and key lengths swapped both ways, head dims 8..256 with E != Ev,
 with no visible key (dq exactly 0, never NaN), keys no row sees (dk = dv = 0 exactly), pinned tile
 shapes for the causal phase splits, dropout through the counter-based keep mask, and determinism.
 
-The backward's inputs ``out`` and ``lse`` come from the forward kernel, as in real use (with dropout,
-from the float32 reference with the same keep mask). That matters in fp32 at large scores: the
+The backward's inputs ``out`` and ``lse`` come from the forward kernel, as in real use (with dropout:
+the same seed and offset). That matters in fp32 at large scores: the
 backward's ``delta = rowsum(dO * O)`` carries the forward's rounding of the scores, and only a forward
 that rounds them as the backward does makes ``delta`` agree with the recomputed ``P`` (the reference's
 ``O`` computed by torch's matmul is off by ~1e-5 relative at |scores| ~ 50, and the backward would
@@ -101,11 +101,12 @@ def forward_ref(inp, keep=None):
     return out.to(inp.dtype), lse.float()
 
 
-def forward(inp, keep=None):
-    """The backward's inputs: from the forward kernel (no dropout), else from :func:`forward_ref`."""
-    if keep is None:
-        return cases.run_triton(inp)
-    return forward_ref(inp, keep)
+def forward(inp, p=0.0, seed=0, offset=0):
+    """The backward's inputs ``(out, lse)`` from the forward kernel (with dropout when ``p > 0``)."""
+    from fastattn.backends.triton_attention import _attn_fwd_triton
+    out = torch.empty((inp.B, inp.Hq, inp.Lq, inp.Ev), dtype=inp.dtype, device=inp.device)
+    lse = _attn_fwd_triton(inp, out, dropout_p=p, seed=seed, offset=offset)
+    return out, lse
 
 
 def ref_grads(inp, keep, dout, cd):
@@ -187,7 +188,7 @@ def run_bwd_case(bc: BwdCase, mult=(1.0, 1.0, 1.0), seed=1234, offset=0):
     gqa = c.Hq != c.Hkv
     inp = normalize_attention(q, k, v, attn_mask, bc.p, is_causal, c.scale, enable_gqa=gqa)
     keep = dropout_keep_mask(seed, offset, inp.B, inp.Hq, inp.Lq, inp.Lk, bc.p, DEVICE) if bc.p > 0 else None
-    out, lse = forward(inp, keep)
+    out, lse = forward(inp, bc.p, seed, offset)
     dout = (torch.randn(out.shape, generator=g)).to(inp.dtype).to(DEVICE)
     grads = run_bwd(inp, out, lse, dout, p=bc.p, seed=seed, offset=offset, config=bc.config())
     ref = ref_grads(inp, keep, dout, torch.float64)

@@ -34,7 +34,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["dropout_keep_mask", "philox_4x32_10", "philox_kernel_args", "keep_threshold", "draw_seed_offset",
+__all__ = ["dropout_keep_mask", "dropout_keep_at", "philox_4x32_10", "philox_kernel_args", "keep_threshold", "draw_seed_offset",
            "PhiloxArgs"]
 
 _M32 = 0xFFFFFFFF
@@ -115,6 +115,20 @@ def philox_kernel_args(seed: int, offset: int, p: float) -> PhiloxArgs:
     k1 = (seed >> 32) ^ (offset >> 32)
     c3 = offset & _M32
     return PhiloxArgs((_as_i32(k0), _as_i32(k1), _as_i32(c3), _as_i32(keep_threshold(p)), 1.0 / (1.0 - p)))
+
+
+def dropout_keep_at(seed: int, offset: int, bh, i, j, p: float) -> torch.Tensor:
+    """Keep bits of the contract at arbitrary indices: ``bh`` (``b * Hq + h``), ``i`` (query row), ``j``
+    (key) are integer tensors (or ints) broadcast together; returns a bool tensor of their shape."""
+    bh, i, j = (torch.as_tensor(x, dtype=torch.int64) for x in (bh, i, j))
+    if p <= 0.0 or p >= 1.0:
+        return torch.full(torch.broadcast_shapes(bh.shape, i.shape, j.shape), p <= 0.0, dtype=torch.bool,
+                          device=bh.device)
+    seed, offset = _u64("seed", seed), _u64("offset", offset)
+    r = philox_4x32_10(j >> 2, i, bh, offset & _M32, seed & _M32, (seed >> 32) ^ (offset >> 32))
+    words = torch.stack(torch.broadcast_tensors(*r), dim=-1)
+    word = torch.gather(words, -1, torch.broadcast_to(j & 3, words.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    return word >= keep_threshold(p)
 
 
 def dropout_keep_mask(seed: int, offset: int, B: int, Hq: int, Lq: int, Lk: int, p: float,

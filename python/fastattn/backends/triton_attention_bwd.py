@@ -1,4 +1,4 @@
-"""Launcher of the fused Triton attention backward (``fastattn/kernels/attention_bwd.py``).
+"""Launcher of the fused Triton attention backward (``fastattn/kernels/attention/bwd.py``).
 
 :func:`attn_bwd_triton` takes plain tensors (what an autograd context saves: q, k, v, out, lse and the
 dropout RNG state) plus a :class:`~fastattn.masks.NormalizedMask`, and returns ``(dq, dk, dv)``. Three
@@ -6,7 +6,8 @@ launches: the ``delta = rowsum(dO * O)`` preprocess, the dK/dV kernel (GQA group
 kernel), the dQ kernel. No atomics: bitwise deterministic.
 
 On CUDA (compute capability >= 8.0) each kernel autotunes over its config list for the arch
-(``CONFIGS_*_SM80`` / ``_SM90``, pruned by a register/shared-memory model); under
+(``CONFIGS_BWD_*_SM80`` / ``_SM90`` in ``kernels/attention/configs.py``, pruned by a register and
+shared-memory model); under
 ``TRITON_INTERPRET=1`` CPU tensors run with one fixed small config (bf16 dots on fp32-upcast operands
 there, as in the forward: the interpreter's bf16 ``tl.dot`` is wrong).
 """
@@ -165,7 +166,7 @@ def attn_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torc
             INPUT_PRECISION="ieee" if (dtype == torch.float32 or dot_upcast) else "tf32",
             enable_fp_fusion=True)
 
-    from fastattn.kernels import attention_bwd as KB
+    from fastattn.kernels import attention as KB
     qs, ks, vs, os_, dos = q.stride(), k.stride(), v.stride(), out.stride(), dout.stride()
     dqs, dks, dvs = dq.stride(), dk.stride(), dv.stride()
     group = Hq // Hkv
@@ -174,11 +175,11 @@ def attn_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torc
     row_scale = torch.empty((B, Hq, Lq), dtype=torch.float32, device=dev)  # 1 / rowsum(exp(S - lse))
     cfg = dict(config or {})
     if interpret:
-        cfg.setdefault("dkdv", KB.config_kwargs(KB.CONFIG_INTERPRET_DKDV))
-        cfg.setdefault("dq", KB.config_kwargs(KB.CONFIG_INTERPRET_DQ))
+        cfg.setdefault("dkdv", KB.config_kwargs(KB.CONFIG_INTERPRET_BWD_DKDV))
+        cfg.setdefault("dq", KB.config_kwargs(KB.CONFIG_INTERPRET_BWD_DQ))
 
     with device_guard(dev):
-        bm_pre = KB.preprocess_block_m(meta["BLOCK_DV"])
+        bm_pre = KB.bwd_preprocess_block_m(meta["BLOCK_DV"])
         KB._attn_bwd_preprocess_kernel[(_cdiv(Lq, bm_pre) * B * Hq,)](
             out, dout, delta, os_[0], os_[1], os_[2], dos[0], dos[1], dos[2], Hq, Lq,
             HEAD_DIM_V=Ev, BLOCK_DV=meta["BLOCK_DV"], BLOCK_M=bm_pre, num_warps=4, num_stages=1)
@@ -194,7 +195,7 @@ def attn_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torc
             c = cfg["dq"]
             KB._attn_bwd_dq_kernel[(_cdiv(Lq, c["BLOCK_M"]) * B * Hq,)](*dq_args, **meta, **c)
         else:
-            KB.autotuned("dq", info.capability)[lambda mt: (_cdiv(Lq, mt["BLOCK_M"]) * B * Hq,)](
+            KB.autotuned_bwd_kernel("dq", info.capability)[lambda mt: (_cdiv(Lq, mt["BLOCK_M"]) * B * Hq,)](
                 *dq_args, **meta)
 
         dkdv_args = (q, k, v, dout, lse, delta, row_scale, dk, dv, key_lens, key_mask, key_range, dense,
@@ -205,6 +206,6 @@ def attn_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torc
             c = cfg["dkdv"]
             KB._attn_bwd_dkdv_kernel[(_cdiv(Lk, c["BLOCK_N"]) * B * Hkv,)](*dkdv_args, **meta, **c)
         else:
-            KB.autotuned("dkdv", info.capability)[lambda mt: (_cdiv(Lk, mt["BLOCK_N"]) * B * Hkv,)](
+            KB.autotuned_bwd_kernel("dkdv", info.capability)[lambda mt: (_cdiv(Lk, mt["BLOCK_N"]) * B * Hkv,)](
                 *dkdv_args, **meta)
     return dq, dk, dv

@@ -1,4 +1,4 @@
-"""Fused attention backward (FlashAttention-2 style) in Triton: device code, configs, prune.
+"""Fused attention backward (FlashAttention-2 style) in Triton: the three kernels.
 
 Given the forward's inputs, its output ``O`` and its natural-log LSE, and the output gradient ``dO``,
 three kernels compute ``dQ, dK, dV`` without materialising anything of size ``Lq x Lk``:
@@ -22,9 +22,9 @@ recomputed from the saved LSE (``S`` the masked scaled scores, in log2 units whe
     dK  += dS^T Q   (* scale at the end)     dQ += dS K   (* scale at the end)
 
 ``Z`` is the dropout keep mask (all ones without ``HAS_DROPOUT``), regenerated from the counter-based
-contract of :mod:`fastattn.dropout` (see :func:`_dropout_keep`), the same bits as the forward's.
+contract of :mod:`fastattn.dropout` (``common._dropout_keep``), the same bits as the forward's.
 
-Masks, as in the forward (``fastattn/kernels/attention.py``): ``IS_CAUSAL`` with runtime
+Masks, as in the forward (``fwd.py``): ``IS_CAUSAL`` with runtime
 ``causal_off`` (0 top-left, ``Lk - Lq`` bottom-right), ``HAS_KEY_LENS``, ``HAS_KEY_MASK`` (bytes +
 the per-batch ``[first, last + 1)`` key range from the launcher), ``DENSE_MODE`` 1 bool / 2 additive
 float read through its own strides. Block skipping mirrors the forward: the dQ kernel walks
@@ -45,37 +45,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .attention import _load_tile
-
-LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
-
-
-# ------------------------------------------------------------------------------------------ dropout
-@triton.jit
-def _dropout_keep(k0, k1, c3, thresh, bh, rows, start_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Keep flags ``(BLOCK_M, BLOCK_N)`` of query rows ``rows`` (int32 ``(BLOCK_M,)``) x keys
-    ``start_n + [0, BLOCK_N)`` (``start_n % 4 == 0``) of flattened head ``bh = b * Hq + h``.
-
-    The contract of :mod:`fastattn.dropout` (uint32 words; ``k0, k1, c3, thresh`` arrive as int32 bit
-    patterns)::
-
-        r0..r3 = philox_4x32_10(counter=(j >> 2, i, bh, c3), key=(k0, k1));  r = r[j & 3]
-        keep   = r >= thresh
-
-    One Philox call yields the draws of four consecutive keys; they are interleaved back in key order
-    (``tl.interleave`` twice: ``[r0, r1, r2, r3][j & 3]``).
-    """
-    Q4: tl.constexpr = BLOCK_N // 4
-    t = (start_n // 4 + tl.arange(0, Q4)).to(tl.uint32)
-    c0 = tl.broadcast_to(t[None, :], (BLOCK_M, Q4))
-    c1 = tl.broadcast_to(rows.to(tl.uint32)[:, None], (BLOCK_M, Q4))
-    zero = tl.zeros((BLOCK_M, Q4), tl.uint32)
-    c2 = zero + bh.to(tl.uint32)
-    c3v = zero + c3.to(tl.uint32, bitcast=True)
-    r0, r1, r2, r3 = tl.philox_impl(c0, c1, c2, c3v, k0.to(tl.uint32, bitcast=True),
-                                    k1.to(tl.uint32, bitcast=True))
-    r = tl.interleave(tl.interleave(r0, r2), tl.interleave(r1, r3))
-    return r >= thresh.to(tl.uint32, bitcast=True)
+from .common import LOG2E, _dropout_keep, _key_bounds, _key_range, _load_tile
 
 
 # --------------------------------------------------------------------------------------- preprocess
@@ -226,14 +196,7 @@ def _attn_bwd_dkdv_kernel(
     dv_ok = offs_dv < HEAD_DIM_V
 
     # ---- the visible key range of this batch row, and the query rows that can see this key block
-    kv_start = 0
-    kv_end = Lk
-    if HAS_KEY_LENS:
-        kl = tl.load(KeyLens + b64 * stride_klb).to(tl.int32)
-        kv_end = tl.maximum(tl.minimum(kv_end, kl), 0)
-    if HAS_KEY_MASK:
-        kv_start = tl.load(KeyRange + 2 * b64)
-        kv_end = tl.minimum(kv_end, tl.load(KeyRange + 2 * b64 + 1))
+    kv_start, kv_end = _key_range(Lk, KeyLens, KeyRange, b64, stride_klb, HAS_KEY_LENS, HAS_KEY_MASK)
     j_first = tl.maximum(n0, kv_start)              # first / last key of the block inside the range
     j_last = tl.minimum(n0 + BLOCK_N, kv_end) - 1
     m_end = tl.where(j_first <= j_last, Lq, 0)      # a block outside the key range: no query block
@@ -336,7 +299,7 @@ def _bwd_dq_inner(dq, l_hat, q, do, lse, delta,
                   k_base, v_base, km_base, dm_base,
                   k_offs, v_offs, dm_offs,
                   stride_kn, stride_vn, stride_kmn, stride_dn,
-                  lo, hi, kv_end, causal_off, qk_scale, sm_scale, bh,
+                  lo, hi, causal_off, qk_scale, sm_scale, bh,
                   drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,
                   offs_m, offs_n, offs_d, offs_dv, row_ok,
                   HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
@@ -353,7 +316,7 @@ def _bwd_dq_inner(dq, l_hat, q, do, lse, delta,
         start_n = tl.multiple_of(start_n, BLOCK_N)
         start_n64 = start_n.to(tl.int64)
         cols = start_n + offs_n
-        col_ok = cols < kv_end
+        col_ok = cols < hi
         k = _load_tile(k_base + start_n64 * stride_kn + k_offs, col_ok, d_ok, CHECK_BOUNDS, BLOCK_D != HEAD_DIM)
         v = _load_tile(v_base + start_n64 * stride_vn + v_offs, col_ok, dv_ok, CHECK_BOUNDS, BLOCK_DV != HEAD_DIM_V)
         if DOT_UPCAST:
@@ -461,30 +424,16 @@ def _attn_bwd_dq_kernel(
     dm_base = Dense + (b64 * stride_db + h64 * stride_dh + m064 * stride_dm)
     dm_offs = offs_mb[:, None] * stride_dm + offs_n[None, :] * stride_dn
 
-    kv_start = 0
-    kv_end = Lk
-    if HAS_KEY_LENS:
-        kl = tl.load(KeyLens + b64 * stride_klb).to(tl.int32)
-        kv_end = tl.maximum(tl.minimum(kv_end, kl), 0)
-    if HAS_KEY_MASK:
-        kv_start = tl.load(KeyRange + 2 * b64)
-        kv_end = tl.minimum(kv_end, tl.load(KeyRange + 2 * b64 + 1))
-    lo = (kv_start // BLOCK_N) * BLOCK_N
-    if IS_CAUSAL:
-        m_last = tl.minimum(m0 + BLOCK_M, Lq) - 1
-        hi = tl.minimum(kv_end, m_last + causal_off + 1)
-        clean_end = tl.maximum(tl.minimum(kv_end, m0 + causal_off + 1), 0)
-    else:
-        hi = kv_end
-        clean_end = kv_end
-    n_clean = tl.maximum((clean_end // BLOCK_N) * BLOCK_N, lo)
+    # the forward's key loop bounds: [lo, n_clean) off-band, [n_clean, hi) on-band
+    lo, hi, n_clean = _key_bounds(m0, tl.minimum(m0 + BLOCK_M, Lq) - 1, Lk, causal_off, KeyLens, KeyRange,
+                                  b64, stride_klb, BLOCK_N, IS_CAUSAL, HAS_KEY_LENS, HAS_KEY_MASK)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     l_hat = tl.zeros([BLOCK_M], tl.float32)
     dq, l_hat = _bwd_dq_inner(
         dq, l_hat, q, do, lse, delta, k_base, v_base, km_base, dm_base, k_offs, v_offs, dm_offs,
         stride_kn, stride_vn, stride_kmn, stride_dn,
-        lo, n_clean, kv_end, causal_off, qk_scale, sm_scale, bh,
+        lo, n_clean, causal_off, qk_scale, sm_scale, bh,
         drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,
         offs_m, offs_n, offs_d, offs_dv, row_ok,
         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
@@ -492,7 +441,7 @@ def _attn_bwd_dq_kernel(
     dq, l_hat = _bwd_dq_inner(
         dq, l_hat, q, do, lse, delta, k_base, v_base, km_base, dm_base, k_offs, v_offs, dm_offs,
         stride_kn, stride_vn, stride_kmn, stride_dn,
-        n_clean, hi, kv_end, causal_off, qk_scale, sm_scale, bh,
+        n_clean, hi, causal_off, qk_scale, sm_scale, bh,
         drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,
         offs_m, offs_n, offs_d, offs_dv, row_ok,
         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
@@ -511,66 +460,3 @@ def _attn_bwd_dq_kernel(
         tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     else:
         tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=row_ok[:, None])
-
-
-# ------------------------------------------------------------------------------- configs and prune
-def _cfg(bm: int, bn: int, warps: int, stages: int) -> triton.Config:
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
-
-
-def config_kwargs(conf: triton.Config) -> dict:
-    """A config as launch kwargs (``BLOCK_M, BLOCK_N, num_warps, num_stages``)."""
-    return dict(conf.kwargs, num_warps=conf.num_warps, num_stages=conf.num_stages)
-
-
-#: dK/dV: a program holds K, V (BLOCK_N x E/Ev) and the fp32 dK, dV accumulators; BLOCK_M is the query
-#: step. dQ: a program holds Q, dO and the fp32 dQ accumulator (BLOCK_M rows); BLOCK_N is the key step.
-CONFIGS_DKDV_SM80 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (32, 64, 128) for w in (4, 8) for s in (1, 2, 3)]
-CONFIGS_DKDV_SM90 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (64, 128) for w in (4, 8) for s in (2, 3, 4)]
-CONFIGS_DQ_SM80 = [_cfg(bm, bn, w, s) for bm in (32, 64, 128) for bn in (16, 32, 64) for w in (4, 8) for s in (1, 2, 3)]
-CONFIGS_DQ_SM90 = [_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (16, 32, 64) for w in (4, 8) for s in (2, 3, 4)]
-#: The interpreter (TRITON_INTERPRET=1): one small fixed config per kernel, no autotuning.
-CONFIG_INTERPRET_DKDV = _cfg(32, 32, 4, 1)
-CONFIG_INTERPRET_DQ = _cfg(32, 32, 4, 1)
-
-
-def preprocess_block_m(block_dv: int) -> int:
-    """Rows per program of the delta preprocess (a (BLOCK_M, BLOCK_DV) tile of O and dO)."""
-    return max(16, min(128, 8192 // block_dv))
-
-
-def configs_for(family: str, capability) -> list:
-    hopper = capability is not None and capability[0] >= 9
-    if family == "dkdv":
-        return CONFIGS_DKDV_SM90 if hopper else CONFIGS_DKDV_SM80
-    if family == "dq":
-        return CONFIGS_DQ_SM90 if hopper else CONFIGS_DQ_SM80
-    raise ValueError(family)
-
-
-def prune_dkdv(configs, named_args, **kwargs):
-    return configs
-
-
-def prune_dq(configs, named_args, **kwargs):
-    return configs
-
-
-AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "IS_CAUSAL", "HAS_KEY_LENS",
-                "HAS_KEY_MASK", "DENSE_MODE", "FAST_SCALE", "HAS_DROPOUT"]
-
-_autotuned = {}
-
-
-def autotuned(family: str, capability):
-    """``_attn_bwd_dkdv_kernel`` / ``_attn_bwd_dq_kernel`` under ``triton.autotune`` with the config
-    list of ``capability``. Both kernels overwrite their outputs (no accumulation into them), so the
-    autotuner's repeated launches are harmless."""
-    major = 9 if capability[0] >= 9 else 8
-    key = (family, major)
-    if key not in _autotuned:
-        kern = _attn_bwd_dkdv_kernel if family == "dkdv" else _attn_bwd_dq_kernel
-        prune = prune_dkdv if family == "dkdv" else prune_dq
-        _autotuned[key] = triton.autotune(configs=configs_for(family, capability), key=AUTOTUNE_KEY,
-                                          prune_configs_by={"early_config_prune": prune})(kern)
-    return _autotuned[key]
