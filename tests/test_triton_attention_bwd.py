@@ -65,8 +65,9 @@ pytestmark = cases.pytestmark + [
 class BwdCase:
     c: Case
     p: float = 0.0                                  # dropout probability
-    dkdv: Optional[Tuple[int, int]] = None          # pinned (BLOCK_M, BLOCK_N) of the dK/dV kernel
-    dq: Optional[Tuple[int, int]] = None            # pinned (BLOCK_M, BLOCK_N) of the dQ kernel
+    #: pinned (BLOCK_M, BLOCK_N[, num_warps, num_stages]) of the dK/dV and the dQ kernel
+    dkdv: Optional[Tuple[int, ...]] = None
+    dq: Optional[Tuple[int, ...]] = None
 
     @property
     def name(self) -> str:
@@ -81,11 +82,10 @@ class BwdCase:
 
     def config(self):
         cfg = {}
-        stages = 1 if INTERPRET else 2
-        if self.dkdv:
-            cfg["dkdv"] = dict(BLOCK_M=self.dkdv[0], BLOCK_N=self.dkdv[1], num_warps=4, num_stages=stages)
-        if self.dq:
-            cfg["dq"] = dict(BLOCK_M=self.dq[0], BLOCK_N=self.dq[1], num_warps=4, num_stages=stages)
+        for fam, t in (("dkdv", self.dkdv), ("dq", self.dq)):
+            if t:
+                warps, stages = t[2:] if len(t) == 4 else (4, 1 if INTERPRET else 2)
+                cfg[fam] = dict(BLOCK_M=t[0], BLOCK_N=t[1], num_warps=warps, num_stages=stages)
         return cfg or None
 
 

@@ -30,8 +30,11 @@ the per-batch ``[first, last + 1)`` key range from the launcher), ``DENSE_MODE``
 float read through its own strides. Block skipping mirrors the forward: the dQ kernel walks
 ``[lo, hi)`` of the key range in an off-band part (no bound/causal tests) and an on-band part; the
 dK/dV kernel walks only the query blocks that can see its key block (causal: rows
-``i >= j - causal_off``), the causal diagonal with tests and the rest without; a key block no row can
-see (outside the key range, above every row's causal bound) loads nothing and writes zeros.
+``i >= j - causal_off``), the causal diagonal with causal tests and the rows below it without (the
+per-key bound / key-mask test stays: one select per score is cheaper than a third loop copy's
+pipeline buffers); a key block no row can see (outside the key range, above every row's causal
+bound) loads nothing and writes zeros. The query heads of a GQA group and their query blocks form
+one flat loop.
 
 Rows with no visible key (LSE ``-inf``) are treated as ``lse = +inf``: ``P = 0``, so their dQ is 0
 and they add nothing to dK/dV; keys no row sees get ``dK = dV = 0``. Never NaN.
@@ -78,9 +81,9 @@ def _attn_bwd_preprocess_kernel(Out, DO, Delta,
 # ------------------------------------------------------------------------------------------- dK, dV
 @triton.jit
 def _bwd_dkdv_inner(dk, dv, k, v, col_ok, offs_n,
-                    q_base, do_base, lse_base, delta_base, rs_base, dm_base,
-                    stride_qm, stride_dom, stride_dm, stride_dn,
-                    lo, hi, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
+                    q_bbase, do_bbase, lse_bbase, dm_bbase, Delta, RowScale,
+                    stride_qh, stride_qm, stride_doh, stride_dom, stride_dh, stride_dm, stride_dn,
+                    hk, group, lo, hi, Lq, Lk, causal_off, qk_scale, sm_scale, bh0,
                     drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
@@ -88,8 +91,11 @@ def _bwd_dkdv_inner(dk, dv, k, v, col_ok, offs_n,
                     CHECK_COLS: tl.constexpr, CHECK_CAUSAL: tl.constexpr, DENSE_MODE: tl.constexpr,
                     FAST_SCALE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                     DOT_UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Query blocks ``[lo, hi)`` of one query head against the program's key block (tiles are
-    transposed, keys x rows, so that ``dK``/``dV`` accumulate without transposing ``P``)."""
+    """Query blocks ``[lo, hi)`` of every query head ``hk * group + g`` of the group against the
+    program's key block, as ONE flat loop over ``(g, block)``: a loop over heads around a loop over
+    blocks cost ~80 more registers per thread (spills at head dim 64; compile-only, sm_90). Tiles are
+    transposed, keys x rows, so that dK/dV accumulate without transposing P. ``*_bbase`` pointers
+    hold the batch offset (``dm_bbase`` also the key block's), ``bh0 = b * Hq``."""
     offs_mb = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -98,21 +104,29 @@ def _bwd_dkdv_inner(dk, dv, k, v, col_ok, offs_n,
     n_in = offs_n < Lk
     q_offs = offs_mb[:, None] * stride_qm + offs_d[None, :]
     do_offs = offs_mb[:, None] * stride_dom + offs_dv[None, :]
-    dm_offs = tl.arange(0, BLOCK_N)[:, None] * stride_dn + offs_mb[None, :] * stride_dm  # dm_base holds n0
-    for start_m in range(lo, hi, BLOCK_M):
+    dm_offs = tl.arange(0, BLOCK_N)[:, None] * stride_dn + offs_mb[None, :] * stride_dm
+    n_blocks = tl.cdiv(tl.maximum(hi - lo, 0), BLOCK_M)
+    for it in range(0, group * n_blocks):
+        g = it // n_blocks
+        start_m = lo + (it - g * n_blocks) * BLOCK_M
         start_m = tl.multiple_of(start_m, BLOCK_M)
+        h64 = (hk * group + g).to(tl.int64)
+        bh = bh0 + hk * group + g
+        row64 = bh.to(tl.int64) * Lq + start_m       # (b * Hq + h) * Lq + first row: Lse, Delta, RowScale
         start_m64 = start_m.to(tl.int64)
         rows = start_m + offs_mb
         row_ok = rows < Lq
-        q = _load_tile(q_base + start_m64 * stride_qm + q_offs, row_ok, d_ok, True, BLOCK_D != HEAD_DIM)
-        do = _load_tile(do_base + start_m64 * stride_dom + do_offs, row_ok, dv_ok, True, BLOCK_DV != HEAD_DIM_V)
+        q = _load_tile(q_bbase + (h64 * stride_qh + start_m64 * stride_qm) + q_offs, row_ok, d_ok, True,
+                       BLOCK_D != HEAD_DIM)
+        do = _load_tile(do_bbase + (h64 * stride_doh + start_m64 * stride_dom) + do_offs, row_ok, dv_ok, True,
+                        BLOCK_DV != HEAD_DIM_V)
         if DOT_UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
-        lse = tl.load(lse_base + rows, mask=row_ok, other=float("inf"))
+        lse = tl.load(lse_bbase + row64 + offs_mb, mask=row_ok, other=float("inf"))
         lse = tl.where(lse == float("-inf"), float("inf"), lse)  # empty row: P = 0
-        delta = tl.load(delta_base + rows, mask=row_ok, other=0.0)
-        rs = tl.load(rs_base + rows, mask=row_ok, other=0.0)
+        delta = tl.load(Delta + row64 + offs_mb, mask=row_ok, other=0.0)
+        rs = tl.load(RowScale + row64 + offs_mb, mask=row_ok, other=0.0)
 
         qkT = tl.dot(k, tl.trans(q), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
         if FAST_SCALE:
@@ -120,9 +134,10 @@ def _bwd_dkdv_inner(dk, dv, k, v, col_ok, offs_n,
         else:
             s = qkT * sm_scale
             if DENSE_MODE == 2:
-                bias = tl.load(dm_base + start_m64 * stride_dm + dm_offs,
-                               mask=n_in[:, None] & row_ok[None, :], other=0.0)
-                s = s + bias.to(tl.float32)
+                bias = tl.load(dm_bbase + (h64 * stride_dh + start_m64 * stride_dm) + dm_offs,
+                               mask=n_in[:, None] & row_ok[None, :], other=0.0).to(tl.float32)
+                # a -inf bias removes the key (never NaN + -inf), as in the forward
+                s = tl.where(bias == float("-inf"), float("-inf"), s + bias)
             pT = tl.math.exp2((s - lse[None, :]) * LOG2E) * rs[None, :]
         if CHECK_COLS or CHECK_CAUSAL or DENSE_MODE == 1:
             keep = tl.full([BLOCK_N], 1, tl.int1)[:, None]
@@ -131,7 +146,7 @@ def _bwd_dkdv_inner(dk, dv, k, v, col_ok, offs_n,
             if CHECK_CAUSAL:
                 keep = keep & (offs_n[:, None] <= rows[None, :] + causal_off)
             if DENSE_MODE == 1:
-                dmask = tl.load(dm_base + start_m64 * stride_dm + dm_offs,
+                dmask = tl.load(dm_bbase + (h64 * stride_dh + start_m64 * stride_dm) + dm_offs,
                                 mask=n_in[:, None] & row_ok[None, :], other=0)
                 keep = keep & (dmask != 0)
             pT = tl.where(keep, pT, 0.0)
@@ -216,9 +231,9 @@ def _attn_bwd_dkdv_kernel(
     load_end = tl.where(m_lo < m_end, kv_end, 0)    # nothing is loaded for a block no row sees
     load_ok = (offs_n >= kv_start) & (offs_n < load_end)
     if HAS_KEY_MASK:
-        km = tl.load(KeyMask + b64 * stride_kmb + offs_n * stride_kmn, mask=load_ok, other=0)
+        km = tl.load(KeyMask + (b64 * stride_kmb + n064 * stride_kmn) + offs_nb * stride_kmn,
+                     mask=load_ok, other=0)
         col_ok = col_ok & (km != 0)
-    cols_full = (n0 >= kv_start) & (n0 + BLOCK_N <= kv_end)
 
     k = _load_tile(K + (b64 * stride_kb + hk64 * stride_kh + n064 * stride_kn)
                    + offs_nb[:, None] * stride_kn + offs_d[None, :], load_ok, d_ok, True, BLOCK_D != HEAD_DIM)
@@ -230,50 +245,29 @@ def _attn_bwd_dkdv_kernel(
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
 
-    for g in range(0, group):
-        h = hk * group + g
-        h64 = h.to(tl.int64)
-        bh = b * Hq + h
-        bh64 = bh.to(tl.int64)
-        q_base = Q + (b64 * stride_qb + h64 * stride_qh)
-        do_base = DO + (b64 * stride_dob + h64 * stride_doh)
-        lse_base = Lse + bh64 * Lq
-        delta_base = Delta + bh64 * Lq
-        rs_base = RowScale + bh64 * Lq
-        dm_base = Dense + (b64 * stride_db + h64 * stride_dh + n064 * stride_dn)
-        # the causal diagonal: causal (and bound / key-mask) tests
+    q_bbase = Q + b64 * stride_qb
+    do_bbase = DO + b64 * stride_dob
+    dm_bbase = Dense + (b64 * stride_db + n064 * stride_dn)
+    bh0 = b * Hq
+    if IS_CAUSAL:
+        # the causal diagonal: causal and bound / key-mask tests
         dk, dv = _bwd_dkdv_inner(
-            dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, rs_base, dm_base,
-            stride_qm, stride_dom, stride_dm, stride_dn,
-            m_lo, m_diag_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
+            dk, dv, k, v, col_ok, offs_n, q_bbase, do_bbase, Lse, dm_bbase, Delta, RowScale,
+            stride_qh, stride_qm, stride_doh, stride_dom, stride_dh, stride_dm, stride_dn,
+            hk, group, m_lo, m_diag_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh0,
             drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
             HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
-            True, IS_CAUSAL, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
-        # below the diagonal: bound tests only where the block straddles the key range's ends
-        if HAS_KEY_MASK:
-            dk, dv = _bwd_dkdv_inner(
-                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, rs_base, dm_base,
-                stride_qm, stride_dom, stride_dm, stride_dn,
-                m_clean, m_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
-                drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
-                HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
-                True, False, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
-        elif cols_full:
-            dk, dv = _bwd_dkdv_inner(
-                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, rs_base, dm_base,
-                stride_qm, stride_dom, stride_dm, stride_dn,
-                m_clean, m_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
-                drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
-                HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
-                False, False, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
-        else:
-            dk, dv = _bwd_dkdv_inner(
-                dk, dv, k, v, col_ok, offs_n, q_base, do_base, lse_base, delta_base, rs_base, dm_base,
-                stride_qm, stride_dom, stride_dm, stride_dn,
-                m_clean, m_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh,
-                drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
-                HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
-                True, False, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
+            True, True, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
+    # the rows that see the whole block: bound / key-mask tests only (a per-key select; a third,
+    # test-free copy of the loop for blocks inside the key range cost its own pipeline buffers, +50%
+    # shared memory, for one select per score)
+    dk, dv = _bwd_dkdv_inner(
+        dk, dv, k, v, col_ok, offs_n, q_bbase, do_bbase, Lse, dm_bbase, Delta, RowScale,
+        stride_qh, stride_qm, stride_doh, stride_dom, stride_dh, stride_dm, stride_dn,
+        hk, group, m_clean, m_end, Lq, Lk, causal_off, qk_scale, sm_scale, bh0,
+        drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale, n0,
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
+        True, False, DENSE_MODE, FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
 
     dk = dk * sm_scale
     if HAS_DROPOUT:
@@ -330,7 +324,8 @@ def _bwd_dq_inner(dq, l_hat, q, do, lse, delta,
         else:
             s = qk * sm_scale
             if DENSE_MODE == 2:
-                s = s + dense.to(tl.float32)
+                bias = dense.to(tl.float32)
+                s = tl.where(bias == float("-inf"), float("-inf"), s + bias)
             p = tl.math.exp2((s - lse[:, None]) * LOG2E)
         if CHECK_BOUNDS or CHECK_CAUSAL or HAS_KEY_MASK or DENSE_MODE == 1:
             keep = tl.full([BLOCK_N], 1, tl.int1)[None, :]
@@ -451,7 +446,8 @@ def _attn_bwd_dq_kernel(
     # (|lse| * 2^-24, 1e-5 relative at |lse| ~ 100) -- or Lk-fold off on a row whose scores a huge
     # additive bias (finfo.min) made equal, whose log(l) the LSE cannot hold. Renormalising by l_hat
     # makes P exactly the forward's; dK/dV reads the same factor.
-    rs = tl.where(l_hat > 0.0, 1.0 / tl.where(l_hat > 0.0, l_hat, 1.0), 0.0)
+    # (l_hat == 0: no visible key, rs = 0; a NaN row keeps its NaN, as autograd through SDPA would)
+    rs = tl.where(l_hat == 0.0, 0.0, 1.0 / tl.where(l_hat == 0.0, 1.0, l_hat))
     tl.store(RowScale + bh64 * Lq + offs_m, rs, mask=row_ok)
     dq = dq * (rs * sm_scale)[:, None]
     dq_ptrs = DQ + (b64 * stride_dqb + h64 * stride_dqh + m064 * stride_dqm) \
