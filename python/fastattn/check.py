@@ -42,6 +42,9 @@ def run_check(device: Optional[str] = None, verbose: bool = False) -> int:
         print("note: on CPU the triton backend needs TRITON_INTERPRET=1")
     failures = 0
     print(f"fastattn check on {dev}")
+    # the on-device self-check of every kernel variant of a grid (cache ignored; passes written to it)
+    from fastattn import selfcheck
+    failures += selfcheck.sweep(dev, verbose=verbose)
     for name in PRIORITY:
         why = ATTENTION_BACKENDS[name].unavailable_reason()
         if why is not None:
