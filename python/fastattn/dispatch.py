@@ -205,6 +205,11 @@ def _make_probe_constant(_module=None) -> None:
 when_imported("torch._dynamo", _make_probe_constant)
 
 
+#: set by :mod:`fastattn.selfcheck` once a kernel variant has failed its on-device self-check:
+#: ``(op, name, problem) -> reason or None`` (``None`` while nothing failed: no cost)
+variant_veto = None
+
+
 def reasons_against(op: str, name: str, problem, *, auto: bool) -> List[str]:
     b = backends(op)[name]
     why = _unavailable(op, name)
@@ -213,6 +218,10 @@ def reasons_against(op: str, name: str, problem, *, auto: bool) -> List[str]:
     reasons = b.not_supported_reasons(problem)
     if auto:
         reasons += b.auto_reasons(problem)
+    if not reasons and variant_veto is not None:
+        why = variant_veto(op, name, problem)
+        if why is not None:
+            reasons.append(why)
     return reasons
 
 

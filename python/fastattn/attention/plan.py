@@ -9,6 +9,10 @@ device-side sequence info (the key range of a ``(B, Lk)`` key mask) lives on the
 gets the same mask (every layer of a Hugging Face forward).
 
 ``plan.run(inp)`` launches: no dispatch, no validation beyond what a mismatch would break.
+
+A miss is where a kernel variant may be about to run for the first time: :func:`fastattn.selfcheck.vet`
+checks it there on a small problem against the reference (once per variant and process, or never when
+the cache file already holds a pass), and re-dispatches when it fails. A hit costs nothing extra.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .. import dispatch
+from .. import dispatch, selfcheck
 from ..runtime import getenv
 from ..dispatch import ENV_VAR
 
@@ -70,10 +74,12 @@ def plan_for(inp, backend: Optional[str] = None) -> AttnPlan:
     plan = _PLANS.get(key)
     if plan is None:
         b = dispatch.select("attention", inp, backend)
+        b, settled = selfcheck.vet("attention", inp, b, backend)  # first use of a kernel variant: check it
         plan = AttnPlan(b, inp.describe())
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        _PLANS[key] = plan
+        if settled:  # not while the self-check is deferred (CUDA graph capture): the next eager call checks
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = plan
         _log_choice(inp, backend, b)
     return plan
 

@@ -307,5 +307,15 @@ class TritonAttention(AttnBackend):
         return attn_bwd_triton(inp.query, inp.key, inp.value, out, lse, dout, inp.mask, inp.scale,
                                dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1])
 
+    def kernel_variant(self, inp):
+        if inp.Lq <= DECODE_MAX_LQ and inp.mask.dense is None:
+            return ("decode", f"q{inp.Lq}")  # the decode kernel's row tile depends on group * Lq
+        return ("prefill",) if inp.scale > 0 else ("prefill", "scale<=0")  # FAST_SCALE
+
+    def self_check_lengths(self, inp):
+        if inp.Lq <= DECODE_MAX_LQ and inp.mask.dense is None:
+            return ((inp.Lq, 72), (inp.Lq, 300))  # one KV split; split-KV + the combine kernel
+        return ((40, 72),)
+
 
 __all__ = ["TritonAttention", "_attn_fwd_triton"]
