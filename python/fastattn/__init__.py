@@ -1,7 +1,7 @@
 """fastattn: fused Triton and CUDA C++ kernels for masked attention and the GELU feed-forward.
 
 Public API (see ``shared/DESIGN.md``): :func:`attention` (a drop-in for
-``torch.nn.functional.scaled_dot_product_attention``), :func:`gelu_ffn`, :func:`available_backends`,
+``torch.nn.functional.scaled_dot_product_attention``), :func:`attention_varlen` (packed sequences), :func:`gelu_ffn`, :func:`available_backends`,
 :func:`explain`, :class:`KeyPadding`, and for Hugging Face models :func:`optimize` / :func:`revert`.
 Importing fastattn registers the HF attention implementation ``"fastattn"`` when transformers is
 installed (lazily: right after transformers is imported, without importing it; see
@@ -18,9 +18,10 @@ from .dispatch import available_backends
 from .errors import BackendError, InputError, InputTypeError
 from .masks import KeyPadding
 from .attention.api import attention, explain  # (rebinds the name `attention` from the subpackage)
+from .attention.varlen import attention_varlen, explain_varlen
 from .ops import gelu_ffn
 
-__all__ = ["attention", "gelu_ffn", "available_backends", "explain", "KeyPadding", "optimize", "revert",
+__all__ = ["attention", "attention_varlen", "explain_varlen", "gelu_ffn", "available_backends", "explain", "KeyPadding", "optimize", "revert",
            "InputError", "InputTypeError", "BackendError", "__version__"]
 
 
