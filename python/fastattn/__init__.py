@@ -25,10 +25,12 @@ __all__ = ["attention", "attention_varlen", "explain_varlen", "gelu_ffn", "avail
            "InputError", "InputTypeError", "BackendError", "__version__"]
 
 
-def optimize(model, *, attention: bool = True, ffn: bool = True):
-    """Swap fastattn into a Hugging Face model in place and return it (see fastattn.integrations)."""
+def optimize(model, *, attention: bool = True, ffn: bool = True, unpad: bool = True):
+    """Swap fastattn into a Hugging Face model in place and return it (see fastattn.integrations).
+    ``unpad=True``: BERT-family encoders run on the valid tokens only (pad positions of returned hidden
+    states are 0)."""
     from .integrations import optimize as _optimize
-    return _optimize(model, attention=attention, ffn=ffn)
+    return _optimize(model, attention=attention, ffn=ffn, unpad=unpad)
 
 
 def revert(model):
