@@ -13,7 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import attention as _attention_pkg  # noqa: F401  (attention ops and backends)
-from . import backends as _backends  # noqa: F401  (the FFN backends, registered with fastattn.dispatch)
+from . import ffn as _ffn_pkg  # noqa: F401  (fastattn:: FFN ops and backends, registered with fastattn.dispatch)
 from .dispatch import available_backends
 from .errors import BackendError, InputError, InputTypeError
 from .masks import KeyPadding
@@ -25,8 +25,10 @@ __all__ = ["attention", "attention_varlen", "explain_varlen", "gelu_ffn", "avail
            "InputError", "InputTypeError", "BackendError", "__version__"]
 
 
-def optimize(model, *, attention: bool = True, ffn: bool = True, unpad: bool = True):
+def optimize(model, *, attention: bool = True, ffn=True, unpad: bool = True):
     """Swap fastattn into a Hugging Face model in place and return it (see fastattn.integrations).
+    ``ffn=True`` swaps a feed-forward only where the fused path is at least as fast as the stock module on
+    its device (so never on a CPU); ``ffn="always"`` swaps every supported one; ``describe`` says which.
     ``unpad=True``: BERT-family encoders run on the valid tokens only (pad positions of returned hidden
     states are 0)."""
     from .integrations import optimize as _optimize

@@ -1,7 +1,8 @@
-"""Validation and normalisation of ``fastattn.attention`` / ``fastattn.gelu_ffn`` arguments.
+"""Validation and normalisation of ``fastattn.attention`` arguments (the FFN's are in
+:mod:`fastattn.ffn.problem`).
 
-Everything the public functions accept is checked here once, with errors that name the argument;
-backends receive :class:`AttentionInputs` / :class:`FFNInputs` and never re-validate user input.
+Everything the public function accepts is checked here once, with errors that name the argument;
+backends receive :class:`AttentionInputs` and never re-validate user input.
 No tensor data is copied here: q/k/v become 4-D *views* and masks become broadcast *views*.
 """
 
@@ -28,7 +29,6 @@ def _causal_bias_types():
     return _CAUSAL_BIAS
 
 ATTN_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-GELU_APPROXIMATIONS = ("none", "tanh")
 
 
 @dataclass
@@ -216,97 +216,6 @@ def _normalize_mask(attn_mask, q, q4, Lq, Lk, is_causal) -> NormalizedMask:
             tail = tuple(m.shape[-3:])
             dense = m.expand(full[:-3] + tail).reshape((B,) + tail).expand(B, Hq, Lq, Lk)
     return NormalizedMask(dense=dense)
-
-
-# ----------------------------------------------------------------------------------------------- FFN
-class RowInputs:
-    """Shared by the FFN-side input records: ``dtype``/``device`` are ``x``'s, and ``requires_grad``
-    looks at every tensor field (None fields skipped)."""
-
-    dropout_p = 0.0  # no FFN op has dropout
-
-    @property
-    def dtype(self) -> torch.dtype: return self.x.dtype
-    @property
-    def device(self) -> torch.device: return self.x.device
-
-    @property
-    def requires_grad(self) -> bool:
-        return torch.is_grad_enabled() and any(
-            isinstance(t, torch.Tensor) and t.requires_grad for t in vars(self).values())
-
-
-@dataclass
-class FFNInputs(RowInputs):
-    """Normalised ``gelu_ffn`` call: ``x`` is ``(T, in)`` (a view of the caller's ``(..., in)``),
-    ``w1`` ``(hidden, in)``, ``w2`` ``(out, hidden)`` in ``nn.Linear`` layout, any strides."""
-
-    x: torch.Tensor
-    w1: torch.Tensor
-    b1: Optional[torch.Tensor]
-    w2: torch.Tensor
-    b2: Optional[torch.Tensor]
-    approximate: str
-    out_shape: Tuple[int, ...]
-
-    @property
-    def tokens(self) -> int: return self.x.shape[0]
-    @property
-    def d_in(self) -> int: return self.w1.shape[1]
-    @property
-    def d_hidden(self) -> int: return self.w1.shape[0]
-    @property
-    def d_out(self) -> int: return self.w2.shape[0]
-
-
-    def describe(self) -> str:
-        return (f"t{self.tokens}-{self.d_in}x{self.d_hidden}x{self.d_out}-"
-                f"{str(self.dtype).replace('torch.', '')}-gelu_{self.approximate}")
-
-
-def normalize_ffn(x, w1, b1, w2, b2, approximate="none") -> FFNInputs:
-    for name, t in (("x", x), ("w1", w1), ("w2", w2)):
-        if not isinstance(t, torch.Tensor):
-            raise InputTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if approximate not in GELU_APPROXIMATIONS:
-        raise InputError(f"approximate must be 'none' (exact erf GELU, HF 'gelu') or 'tanh' (HF 'gelu_new' / "
-                         f"'gelu_pytorch_tanh'); got {approximate!r}")
-    if x.dim() < 1:
-        raise InputError("x must have at least 1 dim (..., in_features)")
-    if x.dtype not in ATTN_DTYPES:
-        raise InputTypeError(f"x has dtype {x.dtype}; supported: float16, bfloat16, float32 (float64 on torch)")
-    if w1.dim() != 2 or w2.dim() != 2:
-        raise InputError(f"w1 and w2 must be 2-D nn.Linear weights (out, in); got w1 {tuple(w1.shape)}, "
-                         f"w2 {tuple(w2.shape)}")
-    if w1.shape[1] != x.shape[-1]:
-        raise InputError(f"w1 has shape {tuple(w1.shape)} (hidden, in) but x has in_features={x.shape[-1]}; "
-                         "w1.shape[1] must equal x.shape[-1] (GPT-2 Conv1D weights: pass weight.t())")
-    if w2.shape[1] != w1.shape[0]:
-        raise InputError(f"w2 has shape {tuple(w2.shape)} (out, hidden) but w1 gives hidden={w1.shape[0]}; "
-                         "w2.shape[1] must equal w1.shape[0]")
-    for name, b, n in (("b1", b1, w1.shape[0]), ("b2", b2, w2.shape[0])):
-        if b is None:
-            continue
-        if not isinstance(b, torch.Tensor):
-            raise InputTypeError(f"{name} must be None or a torch.Tensor, got {type(b).__name__}")
-        if b.shape != (n,):
-            raise InputError(f"{name} must have shape ({n},), got {tuple(b.shape)}")
-    ts = {"x": x, "w1": w1, "w2": w2}
-    if b1 is not None:
-        ts["b1"] = b1
-    if b2 is not None:
-        ts["b2"] = b2
-    dtypes = {n: t.dtype for n, t in ts.items()}
-    if len(set(dtypes.values())) != 1:
-        raise InputTypeError("x, w1, b1, w2, b2 must share one dtype; got " +
-                        ", ".join(f"{n} {str(d).replace('torch.', '')}" for n, d in dtypes.items()))
-    devices = {n: t.device for n, t in ts.items()}
-    if len(set(devices.values())) != 1:
-        raise InputError("x, w1, b1, w2, b2 must be on one device; got " +
-                         ", ".join(f"{n} {d}" for n, d in devices.items()))
-    out_shape = tuple(x.shape[:-1]) + (w2.shape[0],)
-    x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x  # a view for any contiguous-rows layout
-    return FFNInputs(x2, w1, b1, w2, b2, approximate, out_shape)
 
 
 # ------------------------------------------------------------------------------------------- varlen

@@ -1,4 +1,5 @@
-"""The reference semantics, in one place: plain PyTorch math, float64-capable, every mask form.
+"""The attention reference semantics, in one place: plain PyTorch math, float64-capable, every mask form
+(the FFN's are :mod:`fastattn.ffn.reference`).
 
 Shared by the tests (float64 ground truth and the "naive same dtype" error budget of the numerics
 rule), the benchmarks, ``fastattn check`` and the recompute backward of the kernel backends.
@@ -19,9 +20,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .inputs import AttentionInputs, FFNInputs, normalize_attention, normalize_ffn
+from .inputs import AttentionInputs, normalize_attention
 
-__all__ = ["attention", "attention_math", "gelu_ffn", "ffn_math", "gelu"]
+__all__ = ["attention", "attention_math"]
 
 
 def expand_kv(t: torch.Tensor, Hq: int) -> torch.Tensor:
@@ -84,23 +85,8 @@ def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_caus
     return out.reshape(inp.out_shape)
 
 
-# ----------------------------------------------------------------------------------------------- FFN
-def gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
-    """``"none"``: exact ``x/2 (1 + erf(x/sqrt 2))`` (HF "gelu"); ``"tanh"``: HF "gelu_new"."""
-    return F.gelu(x, approximate=approximate)
-
-
-def ffn_math(inp: FFNInputs, compute_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    cd = compute_dtype or inp.dtype
-    cast = (lambda t: None if t is None else t.to(cd))
-    h = gelu(F.linear(inp.x.to(cd), inp.w1.to(cd), cast(inp.b1)), inp.approximate)
-    return F.linear(h, inp.w2.to(cd), cast(inp.b2)).reshape(inp.out_shape)
-
-
-def gelu_ffn(x, w1, b1, w2, b2, *, approximate: str = "none",
-             compute_dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
-    """``F.linear(F.gelu(F.linear(x, w1, b1), approximate), w2, b2)`` in ``compute_dtype``."""
-    return ffn_math(normalize_ffn(x, w1, b1, w2, b2, approximate), compute_dtype)
+# The FFN's semantics are fastattn.ffn.reference; re-exported for check.py until it imports that module.
+from .ffn.reference import gelu, gelu_ffn  # noqa: E402,F401
 
 
 def attention_varlen(query, key, value, cu_seqlens_q, cu_seqlens_k, *, is_causal: bool = False,

@@ -111,7 +111,7 @@ def register_when_imported() -> None:
     when_imported("transformers.modeling_utils", _register_attention)
 
 
-def optimize(model, *, attention: bool = True, ffn: bool = True, unpad: bool = True):
+def optimize(model, *, attention: bool = True, ffn=True, unpad: bool = True):
     """Swap fastattn attention and feed-forward into a Hugging Face model in place (and unpad BERT-family
     encoders); returns it."""
     from .hf_optimize import optimize as _optimize

@@ -1,4 +1,4 @@
-"""The ``triton`` backend of ``attention``: a Flash-style fused forward (``fastattn/kernels/attention.py``).
+"""The ``triton`` backend of ``attention``: a Flash-style fused forward (``fastattn/kernels/attention/``).
 
 What it runs: fp16, bf16, fp32 (fp32 with IEEE-fp32 dots, never TF32); head dims 8..256 (E and Ev may
 differ; non-powers of two are padded and masked); GQA/MQA by index arithmetic; every mask form of
@@ -62,7 +62,7 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
     in the input dtype with a contiguous last dim (e.g. ``(B, Lq, Hq, Ev)`` memory).
 
     Two kernels: ``Lq <= DECODE_MAX_LQ`` without a dense mask runs the decode pair
-    (``fastattn/kernels/attention_decode.py``: GQA-packed, split-KV + combine), everything else the
+    (``fastattn/kernels/attention/decode.py``: GQA-packed, split-KV + combine), everything else the
     prefill kernel. ``path="prefill"|"decode"`` forces one (tests). ``config`` pins the tile
     (prefill: ``{"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}``; decode: ``{"BLOCK_N",
     "num_warps", "num_stages"}``) instead of autotuning / the decode rule; ``num_splits`` forces the
@@ -158,21 +158,21 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
     return lse
 
 
-DECODE_MAX_LQ = 16  # == fastattn.kernels.attention_decode.DECODE_MAX_LQ (checked in the tests)
+DECODE_MAX_LQ = 16  # == fastattn.kernels.attention.DECODE_MAX_LQ (checked in the tests)
 
 
 def _launch_decode(q, k, v, out, lse, key_lens, key_mask, key_range, qs, ks, vs, ost,
                    stride_klb, stride_kmb, stride_kmn, B, Hq, Hkv, Lq, Lk, E, Ev, causal, has_kl, has_km,
                    causal_off, scale, info, config, num_splits):
     """The decode pair: GQA-packed split-KV kernel, then (``num_splits > 1``) the combine kernel."""
-    from fastattn.kernels import attention_decode as KD
+    from fastattn.kernels import attention as KD
     group = Hq // Hkv
     dtype = q.dtype
     interpret = info.capability is None
     dkey = (dtype, E, Ev, group, Lq, causal, has_kl, has_km, interpret, info.index)
     st = _META.get(dkey)
     if st is None:
-        bm = KD.decode_block_m(group, Lq)
+        bm = KD.decode_block_m(group, Lq, q.element_size())
         bd, bdv = max(16, _next_pow2(E)), max(16, _next_pow2(Ev))
         bn, warps, stages = KD.decode_config(bm, bd, bdv, q.element_size(), info.capability, info.smem_per_block)
         dot_upcast = interpret and dtype == torch.bfloat16
