@@ -111,10 +111,11 @@ def register_when_imported() -> None:
     when_imported("transformers.modeling_utils", _register_attention)
 
 
-def optimize(model, *, attention: bool = True, ffn=True):
-    """Swap fastattn attention and feed-forward into a Hugging Face model in place; returns it."""
+def optimize(model, *, attention: bool = True, ffn=True, unpad: bool = True):
+    """Swap fastattn attention and feed-forward into a Hugging Face model in place (and unpad BERT-family
+    encoders); returns it."""
     from .hf_optimize import optimize as _optimize
-    return _optimize(model, attention=attention, ffn=ffn)
+    return _optimize(model, attention=attention, ffn=ffn, unpad=unpad)
 
 
 def revert(model):

@@ -327,8 +327,12 @@ def _swap_ffn(model, state: _State, mode) -> None:
         state.report.append(f"ffn: left as is: {why}")
 
 
-def optimize(model, *, attention: bool = True, ffn=True):
+def optimize(model, *, attention: bool = True, ffn=True, unpad: bool = True):
     """Swap fastattn into a Hugging Face ``PreTrainedModel`` in place and return it.
+
+    ``unpad`` (BERT family, with ``attention=True``): the encoder runs on the valid tokens only, gathered
+    once after the embeddings and scattered back once at its output; pad positions of returned hidden
+    states are 0 (see :mod:`fastattn.integrations.unpad`). ``unpad=False`` keeps padded execution.
 
     ``attention``: ``model.set_attn_implementation("fastattn")``. ``ffn``: swap the feed-forward of the
     supported families (``ffn_registry()``: BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA, DistilBERT, GPT-2,
@@ -350,6 +354,12 @@ def optimize(model, *, attention: bool = True, ffn=True):
             _swap_attention(model, state)
         if ffn:
             _swap_ffn(model, state, ffn)
+        if unpad:
+            if attention and model.config._attn_implementation == "fastattn":
+                from .unpad import swap_unpad
+                swap_unpad(model, state)
+            else:
+                state.report.append("unpad: not applied: it needs the fastattn attention (attention=True)")
     except Exception:
         _undo(model, state)
         raise
