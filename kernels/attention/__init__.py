@@ -6,9 +6,9 @@ this package only (``from fastattn.kernels import attention as K; K._attn_fwd_ke
 """
 
 from .common import _finalize, _key_bounds, _load_tile, _online_softmax
-from .configs import (AUTOTUNE_KEY, CONFIG_INTERPRET, CONFIGS_SM80, CONFIGS_SM90, DECODE_MAX_LQ, MAX_SPLITS,
-                      MIN_KEYS_PER_SPLIT, _cfg, autotuned_kernel, choose_num_splits, combine_warps, config_fits,
-                      configs_for, decode_block_m, decode_config, keep, prune_configs)
+from .configs import (AUTOTUNE_KEY, CONFIG_INTERPRET, CONFIGS_FP32, CONFIGS_SM80, CONFIGS_SM90, DECODE_MAX_LQ,
+                      MAX_SPLITS, MIN_KEYS_PER_SPLIT, _cfg, autotuned_kernel, choose_num_splits, combine_warps,
+                      config_fits, configs_for, decode_block_m, decode_config, keep, kept_configs, prune_configs)
 from .decode import COMBINE_NO_SPECIALIZE, DECODE_NO_SPECIALIZE, _attn_combine_kernel, _attn_decode_kernel
 from .fwd import NO_SPECIALIZE, _attn_fwd_kernel
 
@@ -19,8 +19,8 @@ __all__ = [
     # device helpers
     "_load_tile", "_key_bounds", "_online_softmax", "_finalize",
     # prefill configs and prune
-    "CONFIGS_SM80", "CONFIGS_SM90", "CONFIG_INTERPRET", "AUTOTUNE_KEY", "_cfg", "keep", "config_fits",
-    "prune_configs", "configs_for", "autotuned_kernel",
+    "CONFIGS_SM80", "CONFIGS_SM90", "CONFIGS_FP32", "CONFIG_INTERPRET", "AUTOTUNE_KEY", "_cfg", "keep", "config_fits",
+    "kept_configs", "prune_configs", "configs_for", "autotuned_kernel",
     # decode launch policy
     "DECODE_MAX_LQ", "MAX_SPLITS", "MIN_KEYS_PER_SPLIT", "decode_block_m", "decode_config", "combine_warps",
     "choose_num_splits",
