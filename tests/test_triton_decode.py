@@ -188,6 +188,24 @@ def test_nan_filled_buffers_are_never_read():
         check(inp, out, lse, f"nan_views_decode-splits{splits}")
 
 
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("causal", [None, "bottom_right"])
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_nan_inf_propagate_like_sdpa(dtype, causal, splits):
+    """NaN/Inf in q or k propagate as in SDPA through the split partials and the combine; rows with no
+    visible key are exactly 0 whatever their inputs; a NaN past the cache length (a KV cache's unused
+    tail) or after a row's causal bound reaches no row."""
+    name = f"nan_inf_decode-{dtype}-{causal}-splits{splits}"
+    # no causal: a cache of 150 with 140 valid keys; causal: the NaN key is the last-but-one, seen by
+    # the last two of the three query rows only
+    inp, n_vis = cases.poisoned_prefix_case(name, dtype, 2, 8, 2, 3, 150, 32, [150 if causal else 140, 0],
+                                            causal)
+    out, lse = run_decode(inp, splits)
+    expect = cases.sdpa_rows(inp.query, inp.key, inp.value, n_vis).isnan().any(-1) & (n_vis > 0)[:, None, :]
+    assert expect[0].any() and not expect[0].all()
+    cases.check_nonfinite(inp, out, lse, expect, name)
+
+
 def test_deterministic():
     c = Case(2, 8, 2, 1, 200, 64, "fp16", "key_mask+causal_br")
     inp, out, lse = run_case(c, num_splits=3)

@@ -9,7 +9,8 @@
 * :func:`_online_softmax` — the statistics of one key block of the online softmax (running max and
   sum, the rescale factor, the probabilities).
 * :func:`_finalize` — the epilogue: ``acc / l`` and the natural-log LSE; exact 0 and ``-inf`` on rows
-  with no visible key.
+  with no visible key, decided from "no key was visible", never from a comparison NaN can fail, so
+  NaN/Inf inputs propagate as in SDPA.
 * :func:`_key_range` — a batch row's visible key range ``[kv_start, kv_end)`` (what ``_key_bounds``
   starts from; the backward's dK/dV kernel tests its key block against it).
 * :func:`_dropout_keep` — the dropout keep bits of a tile, the counter-based contract of
@@ -121,15 +122,22 @@ def _online_softmax(l_i, m_i, s, s_scale, MAX_ON_RAW: tl.constexpr, MASKED: tl.c
 @triton.jit
 def _finalize(acc, l_i, m_i, M_LOG2: tl.constexpr):
     """``(out, lse)``: ``out = acc / l`` (fp32) and the natural-log LSE ``m + log(l)``; exactly 0 and
-    ``-inf`` on rows with no visible key. ``M_LOG2``: ``m_i`` is in log2 units (else natural units)."""
-    has = l_i > 0.0
-    l_safe = tl.where(has, l_i, 1.0)
-    out = tl.where(has[:, None], acc / l_safe[:, None], 0.0)
+    ``-inf`` on rows with no visible key. ``M_LOG2``: ``m_i`` is in log2 units (else natural units).
+
+    A row saw no key iff its running max is still ``-inf`` and nothing was summed (``l == 0``). NaN
+    never passes for "empty": a NaN score makes ``l`` NaN (the row max, like ``tl.max``, may skip
+    NaN and stay ``-inf`` when the rest of the row is removed), so the row is not empty and its NaN
+    reaches ``out`` and the LSE, as in SDPA. A row whose visible scores are all ``-inf`` (reachable
+    only with infinite inputs) cannot be told from an empty one and gives 0 where SDPA gives NaN.
+    """
+    empty = (m_i == float("-inf")) & (l_i == 0.0)
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = tl.where(empty[:, None], 0.0, acc / l_safe[:, None])
     if M_LOG2:
         lse = (m_i + tl.math.log2(l_safe)) * LN2
     else:
         lse = m_i + tl.math.log2(l_safe) * LN2
-    lse = tl.where(has, lse, float("-inf"))
+    lse = tl.where(empty, float("-inf"), lse)
     return out, lse
 
 

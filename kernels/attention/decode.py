@@ -191,10 +191,12 @@ def _attn_combine_kernel(Ws, Out, Lse, Hq, Lq, R, num_splits, ws_lse_off,
     wsum = tl.sum(w, 0)
     o = tl.load(Ws + slot[:, None] * HEAD_DIM_V + offs_dv[None, :], mask=s_ok[:, None] & dv_ok[None, :], other=0.0)
     acc = tl.sum(w[:, None] * o, 0)
-    has = wsum > 0.0
-    w_safe = tl.where(has, wsum, 1.0)
-    out = tl.where(has, acc / w_safe, 0.0)
-    lse = tl.where(has, m_use + tl.log(w_safe), float("-inf"))
+    # empty: every split empty (as _finalize: never decided by a comparison NaN fails; a NaN partial
+    # makes wsum NaN and the row NaN)
+    empty = (m == float("-inf")) & (wsum == 0.0)
+    w_safe = tl.where(empty, 1.0, wsum)
+    out = tl.where(empty, 0.0, acc / w_safe)
+    lse = tl.where(empty, float("-inf"), m_use + tl.log(w_safe))
     bh = row // Lq
     i = row % Lq
     b = bh // Hq

@@ -103,7 +103,9 @@ def _attn_fwd_inner(acc, l_i, m_i, q,
             # natural units: s = qk * scale (+ bias); exp2((s - m) * log2(e))
             s = qk * sm_scale
             if DENSE_MODE == 2:
-                s = s + dense.to(tl.float32)
+                # a -inf bias removes the key (also when its score is NaN/Inf: never NaN + -inf)
+                bias = dense.to(tl.float32)
+                s = tl.where(bias == float("-inf"), float("-inf"), s + bias)
             if MASKED:
                 s = tl.where(keep, s, float("-inf"))
             # a float bias may be -inf anywhere: always guard the running max
