@@ -36,9 +36,8 @@ def null_kernels() -> Iterator[Dict[str, int]]:
     import torch
 
     from fastattn import dispatch
-    ATTENTION_BACKENDS, FFN_BACKENDS = dispatch.backends("attention"), dispatch.backends("gelu_ffn")
     from fastattn.attention.backends.base import AttnBackend
-    from fastattn.backends.base import KernelBackend
+    from fastattn.ffn.backends import GeluFFNBackend, LinearActBackend
     counts = {"attention": 0, "gelu_ffn": 0}
 
     class NullAttention(AttnBackend):
@@ -54,25 +53,22 @@ def null_kernels() -> Iterator[Dict[str, int]]:
             counts["attention"] += 1
             return inp.query.new_empty((inp.B, inp.Hq, inp.Lq), dtype=torch.float32)
 
-    class NullFFN(KernelBackend):
-        name, op = "triton", "gelu_ffn"
+    class NullLinearAct(LinearActBackend):  # gelu_ffn runs it twice
+        name, DEVICES = "triton", ("any",)
 
-        def _probe(self):
-            return None
-
-        def not_supported_reasons(self, inp):
-            return []
-
-        def launch(self, inp, out):
+        def launch(self, x, weight, bias, residual, activation, out):
             counts["gelu_ffn"] += 1
-            return None
 
-    saved = ATTENTION_BACKENDS["triton"], FFN_BACKENDS["triton"]
-    ATTENTION_BACKENDS["triton"], FFN_BACKENDS["triton"] = NullAttention(), NullFFN()
+    null_linear = NullLinearAct()
+    tables = (dispatch.backends("attention"), dispatch.backends("linear_act"), dispatch.backends("gelu_ffn"))
+    saved = [t["triton"] for t in tables]
+    for t, b in zip(tables, (NullAttention(), null_linear, GeluFFNBackend(null_linear))):
+        t["triton"] = b
     try:
         yield counts
     finally:
-        ATTENTION_BACKENDS["triton"], FFN_BACKENDS["triton"] = saved
+        for t, b in zip(tables, saved):
+            t["triton"] = b
 
 
 def inputs(seed: int = 0):

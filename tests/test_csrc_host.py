@@ -27,7 +27,7 @@ def test_generated_instances_in_sync():
 
 
 def test_head_dims_come_from_one_list():
-    from fastattn.backends.cuda_attention import DEFAULT_HEAD_DIMS
+    from fastattn.attention.backends.cuda import DEFAULT_HEAD_DIMS
     assert tuple(GEN["HEAD_DIMS"]) == tuple(DEFAULT_HEAD_DIMS)
     with open(os.path.join(CSRC, "attention", "instances", "list.h")) as f:
         text = f.read()

@@ -126,7 +126,9 @@ def test_no_import_cycles():
 
 def test_custom_ops_exist_after_plain_import():
     r = subprocess.run([sys.executable, "-c", "import torch, fastattn; torch.ops.fastattn.attn_fwd; "
-                        "torch.ops.fastattn.attn_bwd"],
+                        "torch.ops.fastattn.attn_bwd; torch.ops.fastattn.linear_act; torch.ops.fastattn.residual_layernorm; "
+                        "from fastattn import dispatch; assert {'attention', 'gelu_ffn', 'linear_act', "
+                        "'residual_layernorm'} <= set(dispatch.ops())"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
 

@@ -48,7 +48,7 @@ def test_optimize_matches_eager_and_reverts_exactly(kind):
     snap = _snapshot(model)
     impl = model.config._attn_implementation
 
-    assert fastattn.optimize(model) is model
+    assert fastattn.optimize(model, ffn="always") is model
     report = " | ".join(describe(model))
     for cls, n in FAMILIES[kind].items():
         assert f"{cls} x{n}" in report, report
@@ -67,7 +67,7 @@ def test_optimize_matches_eager_and_reverts_exactly(kind):
 
 def test_tied_weights_and_conv1d_read_in_place():
     model = tiny_model("gpt2")
-    fastattn.optimize(model)
+    fastattn.optimize(model, ffn="always")
     assert model.lm_head.weight is model.transformer.wte.weight
     mlp = model.transformer.h[0].mlp
     assert "forward" in mlp.__dict__ and type(mlp).__name__ == "GPT2MLP"
@@ -79,7 +79,7 @@ def test_save_after_optimize_loads_into_stock_class(kind, tmp_path):
     model = tiny_model(kind)
     ids, am = padded_batch(2, 7, "right", seed=2)
     before = _out(model, kind, ids, am)
-    fastattn.optimize(model)
+    fastattn.optimize(model, ffn="always")
     model.save_pretrained(tmp_path)
     stock = type(model).from_pretrained(tmp_path, attn_implementation="eager").eval()
     assert type(stock) is type(model)
@@ -101,7 +101,7 @@ def test_from_pretrained_with_fastattn(tmp_path):
 
 def test_optimize_twice_and_partial_flags():
     model = tiny_model("bert")
-    fastattn.optimize(model, attention=False)
+    fastattn.optimize(model, attention=False, ffn="always")
     assert model.config._attn_implementation == "eager"
     assert "forward" in model.encoder.layer[0].intermediate.__dict__
     fastattn.optimize(model, ffn=False)  # re-optimising first reverts
@@ -139,7 +139,7 @@ def test_mismatched_live_activation_not_swapped():
     """The config says gelu but the module holds another activation: that module is left alone."""
     model = tiny_model("bert")
     model.encoder.layer[1].intermediate.intermediate_act_fn = torch.nn.ReLU()
-    fastattn.optimize(model)
+    fastattn.optimize(model, ffn="always")
     assert "forward" in model.encoder.layer[0].intermediate.__dict__
     assert "forward" not in model.encoder.layer[1].intermediate.__dict__
     assert any("left as is" in line for line in describe(model))
@@ -147,17 +147,17 @@ def test_mismatched_live_activation_not_swapped():
 
 def test_gelu_new_uses_tanh_and_gelu_uses_erf(monkeypatch):
     import fastattn.ops as ops
-    import fastattn.ffn_ops as ffn_ops
+    import fastattn.ffn_blocks as ffn_blocks
     seen = []
-    orig_ffn, orig_lg = ops.gelu_ffn, ffn_ops.linear_gelu
+    orig_ffn, orig_lg = ops.gelu_ffn, ffn_blocks.linear_gelu
     monkeypatch.setattr(ops, "gelu_ffn", lambda *a, **k: seen.append(k["approximate"]) or orig_ffn(*a, **k))
-    monkeypatch.setattr(ffn_ops, "linear_gelu", lambda *a, **k: seen.append(k["approximate"]) or orig_lg(*a, **k))
+    monkeypatch.setattr(ffn_blocks, "linear_gelu", lambda *a, **k: seen.append(k["approximate"]) or orig_lg(*a, **k))
     ids, am = padded_batch(2, 5, "none")
     for kind, act, expect in (("gpt2", "gelu_new", "tanh"), ("gpt2", "gelu", "none"), ("bert", "gelu", "none"),
                               ("bert", "gelu_pytorch_tanh", "tanh")):
         seen.clear()
         over = {"activation_function": act} if kind == "gpt2" else {"hidden_act": act}
-        model = fastattn.optimize(tiny_model(kind, **over))
+        model = fastattn.optimize(tiny_model(kind, **over), ffn="always")
         _out(model, kind, ids, am)
         assert seen and set(seen) == {expect}, (kind, act, seen)
 
@@ -166,7 +166,7 @@ def test_distilbert_chunked_feed_forward():
     model = tiny_model("distilbert", chunk_size_feed_forward=3)
     ids, am = padded_batch(2, 9, "right", seed=5)
     before = _out(model, "distilbert", ids, am)
-    fastattn.optimize(model)
+    fastattn.optimize(model, ffn="always")
     assert "ff_chunk" in model.transformer.layer[0].ffn.__dict__
     check_model_rule(_out(model, "distilbert", ids, am), before, _out(float64_copy(model), "distilbert", ids, am),
                      am, "distilbert-chunked")
@@ -182,7 +182,7 @@ def test_gpt_neo_attention_reported_ffn_swapped(caplog):
     ids, am = padded_batch(2, 7, "left", seed=6)
     before = _out(model, "gpt_neo", ids, am)
     with caplog.at_level(logging.WARNING, logger="fastattn"):
-        fastattn.optimize(model)
+        fastattn.optimize(model, ffn="always")
     assert model.config._attn_implementation != "fastattn"
     assert any("AttentionInterface" in r.getMessage() for r in caplog.records)
     assert "forward" in model.transformer.h[0].mlp.__dict__
@@ -200,7 +200,7 @@ def test_training_dropout_kept_and_gradients(kind):
     model = tiny_model(kind, **over).train()
     opt = tiny_model(kind, **over).train()
     opt.load_state_dict(model.state_dict())
-    fastattn.optimize(opt, attention=False)  # same attention code on both sides, same RNG stream
+    fastattn.optimize(opt, attention=False, ffn="always")  # same attention code on both sides, same RNG stream
     ids, am = padded_batch(2, 7, "right", seed=7)
     valid = am.bool().unsqueeze(-1)
 
@@ -228,7 +228,7 @@ def test_autocast_runs_stock_ffn():
     ids, am = padded_batch(2, 7, "right", seed=8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         before = _out(model, "bert", ids, am)
-        fastattn.optimize(model, attention=False)
+        fastattn.optimize(model, attention=False, ffn="always")
         after = _out(model, "bert", ids, am)
     assert torch.equal(before, after)
 
@@ -316,7 +316,8 @@ def test_activation_registry_never_substitutes_erf_and_tanh():
     to, and measurably not the other one (near |x| = 2.7 they differ by ~4.7e-4)."""
     import torch.nn.functional as F
     from transformers.activations import ACT2FN
-    from fastattn.integrations.hf_optimize import ACTIVATIONS
+    from fastattn.ffn.problem import HF_ACTIVATIONS
+    ACTIVATIONS = {name: act.approximate for name, act in HF_ACTIVATIONS.items()}
     assert {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}.items() <= ACTIVATIONS.items()
     x = torch.linspace(-3.0, 3.0, 601, dtype=torch.float64)
     for name, approximate in ACTIVATIONS.items():
@@ -325,3 +326,75 @@ def test_activation_registry_never_substitutes_erf_and_tanh():
         other = (hf - F.gelu(x, approximate="tanh" if approximate == "none" else "none")).abs().max().item()
         print(f"{name}: |hf - gelu({approximate})| = {same:.2e}, |hf - other| = {other:.2e}")
         assert same < 1e-9 and other > 4e-4, name
+
+
+# ------------------------------------------------------------------------------------- never slower
+@pytest.mark.parametrize("env", ["torch", "auto"])
+def test_optimize_keeps_the_stock_ffn_where_it_is_not_faster(env, monkeypatch, caplog):
+    """On a CPU the FFN runs on the torch backend (the same math plus fastattn's dispatch) or the Triton
+    interpreter (a test mode): optimize() keeps the stock modules, says so, and the model computes exactly
+    what it did."""
+    monkeypatch.setenv("FASTATTN_BACKEND", env)
+    model = tiny_model("bert")
+    ids, am = padded_batch(2, 7, "right", seed=9)
+    before = _out(model, "bert", ids, am)
+    with caplog.at_level(logging.INFO, logger="fastattn"):
+        fastattn.optimize(model, attention=False)
+    assert not any(m in mod.__dict__ for mod in model.modules() for m in ("forward", "ff_chunk"))
+    report = " | ".join(describe(model))
+    print(report)
+    kept = next(line for line in describe(model) if line.startswith("ffn: kept the stock"))
+    assert all(f"{c} x2" in kept for c in ("BertIntermediate", "BertSelfOutput", "BertOutput")), kept
+    assert ("PyTorch's own math" in report) if env == "torch" else ("Triton interpreter" in report)
+    assert "ffn: swapped" not in report and "not swapped" not in report
+    assert torch.equal(_out(model, "bert", ids, am), before)
+    assert any("kept the stock" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+
+
+def test_ffn_backends_declare_where_they_beat_eager():
+    from fastattn import dispatch
+    from fastattn.ffn import swap_decision
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    for op in ("linear_act", "gelu_ffn"):
+        table = dispatch.backends(op)
+        assert table["cuda"].beats_eager(cuda) is None and table["triton"].beats_eager(cuda) is None
+        assert table["torch"].beats_eager(cuda) is not None and table["triton"].beats_eager(cpu) is not None
+    d = swap_decision(torch.randn(8, 4), backend="torch")
+    assert d.backend == "torch" and "PyTorch's own math" in d.why_not
+    d = swap_decision(torch.randn(8, 4), backend="cuda")
+    assert d.backend is None and "cannot run linear_act" in d.why_not
+
+
+def test_where_faster_the_swap_runs_fused_in_inference_and_stock_under_autograd(monkeypatch):
+    """As on a GPU (a decision that the fused path is faster, simulated): the module is swapped; inference
+    runs the fused blocks; when autograd needs the call and the backend has no fused backward, the stock
+    forward runs (a recompute backward would be slower than stock): gradients are stock bit for bit."""
+    import fastattn.ffn as ffn_pkg
+    import fastattn.ffn_blocks as ffn_blocks
+    monkeypatch.setattr(ffn_pkg, "swap_decision", lambda w, act, backend=None: ffn_pkg.SwapDecision("triton", None, False))
+    calls = []
+    orig = ffn_blocks.linear_gelu
+    monkeypatch.setattr(ffn_blocks, "linear_gelu", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    model = tiny_model("bert").train()
+    stock = tiny_model("bert").train()
+    fastattn.optimize(model, attention=False)
+    swapped = next(line for line in describe(model) if line.startswith("ffn: swapped"))
+    assert all(f"{c} x2" in swapped for c in ("BertIntermediate", "BertSelfOutput", "BertOutput")), swapped
+    ids, am = padded_batch(2, 7, "right", seed=10)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=am)
+    assert len(calls) == 2, "inference runs the fused blocks"
+    calls.clear()
+    grads = []
+    for m in (model, stock):
+        m(input_ids=ids, attention_mask=am).last_hidden_state.pow(2).sum().backward()
+        grads.append({n: p.grad for n, p in m.named_parameters()})
+    assert not calls, "under autograd (no fused backward) the stock forward runs"
+    assert sum(g is not None for g in grads[1].values()) > 10
+    for n, g in grads[1].items():
+        assert (g is None and grads[0][n] is None) or torch.equal(grads[0][n], g), n
+
+
+def test_optimize_rejects_an_unknown_ffn_mode():
+    with pytest.raises(ValueError, match="ffn must be"):
+        fastattn.optimize(tiny_model("bert"), ffn="sometimes")

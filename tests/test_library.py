@@ -10,10 +10,11 @@ import torch.nn.functional as F
 
 import fastattn
 from fastattn import dispatch
-ATTENTION_BACKENDS, FFN_BACKENDS = dispatch.backends("attention"), dispatch.backends("gelu_ffn")
+ATTENTION_BACKENDS = dispatch.backends("attention")
 from fastattn.attention.backends.base import AttnBackend
-from fastattn.backends.base import KernelBackend
-from fastattn.reference import attention_math, ffn_math
+from fastattn.ffn.backends import GeluFFNBackend, LayerNormBackend, LinearActBackend
+from fastattn.ffn.reference import layernorm_math, linear_act_math
+from fastattn.reference import attention_math
 
 
 class _RefAttention(AttnBackend):
@@ -33,23 +34,29 @@ class _RefAttention(AttnBackend):
         return lse.float()
 
 
-class _RefFFN(KernelBackend):
-    name, op = "triton", "gelu_ffn"
+class _RefLinearAct(LinearActBackend):
+    name, DEVICES = "triton", ("any",)
+    calls = 0
 
-    def _probe(self):
-        return None
+    def launch(self, x, weight, bias, residual, activation, out):
+        type(self).calls += 1
+        out.copy_(linear_act_math(x, weight, bias, residual, activation, torch.float32))
 
-    def not_supported_reasons(self, inp):
-        return []
 
-    def launch(self, inp, out):
-        out.copy_(ffn_math(inp, torch.float32))
+class _RefLayerNorm(LayerNormBackend):
+    name, DEVICES = "triton", ("any",)
+
+    def launch(self, x, residual, weight, bias, eps, out):
+        out.copy_(layernorm_math(x, residual, weight, bias, eps, torch.float32))
 
 
 @pytest.fixture
 def fake_kernels(monkeypatch):
     monkeypatch.setitem(ATTENTION_BACKENDS, "triton", _RefAttention())
-    monkeypatch.setitem(FFN_BACKENDS, "triton", _RefFFN())
+    lin = _RefLinearAct()
+    monkeypatch.setitem(dispatch.backends("linear_act"), "triton", lin)
+    monkeypatch.setitem(dispatch.backends("gelu_ffn"), "triton", GeluFFNBackend(lin))
+    monkeypatch.setitem(dispatch.backends("residual_layernorm"), "triton", _RefLayerNorm())
 
 
 def _qkv(seed=0, L=9):
@@ -90,7 +97,9 @@ def test_compile_fullgraph_gelu_ffn(fake_kernels):
         return fastattn.gelu_ffn(x, w1, b1, w2, None, approximate="tanh", backend="triton")
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    _RefLinearAct.calls = 0
     torch.testing.assert_close(compiled(x), F.linear(F.gelu(F.linear(x, w1, b1), approximate="tanh"), w2))
+    assert _RefLinearAct.calls == 2, "gelu_ffn is two fastattn::linear_act ops, each running the backend"
 
 
 def test_opcheck_attn_fwd(fake_kernels):

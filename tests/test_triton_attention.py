@@ -363,6 +363,128 @@ def test_nan_filled_buffers_are_never_read():
         check(inp, out, lse, f"nan_views-{mask_kind}")
 
 
+# ------------------------------------------------------------------------------ NaN / Inf in inputs
+def sdpa_rows(q, k, v, n_visible):
+    """SDPA's output row by row on the keys each row sees: query row ``i`` of batch ``b`` attends keys
+    ``0 .. n_visible[b, i] - 1`` (a prefix: key lengths and causal bounds), computed by slicing the
+    keys, so no mask enters SDPA (its math path adds a ``-inf`` bias to a NaN score and would make
+    rows NaN that never see the NaN key). SDPA's math backend: torch's CPU flash kernel returns a
+    finite row for a NaN query row against up to 8 keys (torch 2.13), its own inconsistency. Returns
+    ``(B, Hq, Lq, Ev)`` in fp32; rows that see no key are zeros from SDPA's empty-key path."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    B, Hq, Lq, _ = q.shape
+    kk, vv = (t.float().cpu().repeat_interleave(Hq // t.shape[1], dim=1) for t in (k, v))
+    qq = q.float().cpu()
+    out = torch.empty((B, Hq, Lq, v.shape[-1]))
+    with sdpa_kernel(SDPBackend.MATH):
+        for b in range(B):
+            for i in range(Lq):
+                n = int(n_visible[b, i])
+                out[b, :, i:i + 1] = torch.nn.functional.scaled_dot_product_attention(
+                    qq[b:b + 1, :, i:i + 1], kk[b:b + 1, :, :n], vv[b:b + 1, :, :n])[0]
+    return out
+
+
+def check_nonfinite(inp, out, lse, expect_nan, name):
+    """NaN/Inf inputs: NaN on exactly the rows where ``expect_nan`` (a ``(B, Hq, Lq)`` bool, SDPA's
+    pattern on rows that see a key), LSE not finite there; exact 0 and LSE ``-inf`` on rows with no
+    visible key whatever their inputs; every other row finite and within the numerics rule of the
+    float64 reference (which must show the same NaN pattern)."""
+    ref, ref_lse = attention_math(inp, torch.float64, return_lse=True)
+    naive, naive_lse = attention_math(inp, return_lse=True)
+    empty = torch.isneginf(ref_lse)
+    assert not (expect_nan & empty).any()
+    assert torch.equal(ref.isnan().any(-1), expect_nan), f"{name}: the reference disagrees with SDPA"
+    got_nan = out.isnan().any(-1)
+    assert torch.equal(got_nan, expect_nan), \
+        f"{name}: NaN rows {got_nan.nonzero().tolist()} != expected {expect_nan.nonzero().tolist()}"
+    assert out[expect_nan].isnan().all(), f"{name}: a NaN row is only partly NaN"
+    assert not torch.isfinite(lse[expect_nan]).any(), f"{name}: finite LSE on a NaN row"
+    assert (out[empty] == 0).all() and torch.isneginf(lse[empty]).all(), f"{name}: empty rows not 0 / -inf"
+    fine = ~expect_nan & ~empty
+    assert torch.isfinite(out[fine]).all() and torch.isfinite(lse[fine]).all(), f"{name}: NaN leaked"
+    assert_close(out, ref, naive, inp.dtype, name, valid=(~expect_nan)[..., None])
+    assert_close(lse, ref_lse, naive_lse, inp.dtype, name + " [lse]", valid=fine)
+
+
+def poisoned_prefix_case(name, dtype, B, Hq, Hkv, Lq, Lk, E, lengths, causal):
+    """q/k/v with NaN/Inf planted around key-length and causal bounds, a ``KeyPadding`` mask, and the
+    number of keys each row sees (``(B, Lq)``). Batch 0: a NaN query row, a +Inf query element (its
+    scores are +-Inf: NaN, as SDPA), a NaN key at ``Lq // 2 + off`` (seen by the rows at or below it
+    only, while the rows above share its key block), a NaN key past the key length if there is one
+    (never seen; a NaN
+    value there would poison the reference's ``p @ v``, 0 * NaN, not the kernel, which never loads it:
+    ``test_nan_filled_buffers_are_never_read``). The last batch entry has length 0: NaN in its q/k,
+    every row exactly 0."""
+    g = _gen(name)
+    dt = DTYPES[dtype]
+    q, k, v = (_randn(g, (B, h, L, E), dt) for h, L in ((Hq, Lq), (Hkv, Lk), (Hkv, Lk)))
+    n0 = lengths[0]
+    off = Lk - Lq if causal == "bottom_right" else 0  # bottom-right: aligned to the end of all Lk keys
+    nan, inf = float("nan"), float("inf")
+    q[0, 1, 1, 3] = nan
+    q[0, Hq - 1, Lq - 2, 4] = inf
+    k[0, 0, Lq // 2 + off, 2] = nan
+    if n0 + 1 < Lk:
+        k[0, Hkv - 1, n0 + 1, 1] = nan
+    q[-1, 0, 0] = nan
+    k[-1, 0, 1, 0] = nan
+    lens = torch.tensor(lengths)
+    rows = torch.arange(Lq)[None, :]
+    n_vis = lens[:, None].expand(B, Lq)
+    if causal is not None:
+        c_off = off
+        n_vis = torch.minimum(n_vis, (rows + c_off + 1).clamp(min=0))
+    inp = normalize_attention(q, k, v, KeyPadding(lengths=lens.to(DEVICE), causal=causal), enable_gqa=True)
+    return inp, n_vis
+
+
+@pytest.mark.parametrize("causal", ["bottom_right", "top_left"])
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_nan_inf_propagate_like_sdpa(dtype, causal):
+    """NaN/Inf in q or k propagate as in SDPA (a NaN row wherever a visible score is NaN); a row with
+    no visible key is exactly 0 whatever its inputs; NaN never leaks into rows that do not see it."""
+    name = f"nan_inf-{dtype}-{causal}"
+    inp, n_vis = poisoned_prefix_case(name, dtype, 2, 4, 2, 45, 70, 32, [68, 0], causal)
+    out, lse = run_triton(inp)
+    expect = sdpa_rows(inp.query, inp.key, inp.value, n_vis).isnan().any(-1) & (n_vis > 0)[:, None, :]
+    assert expect[0].any() and not expect[0].all()
+    check_nonfinite(inp, out, lse, expect, name)
+
+
+@pytest.mark.parametrize("dense", ["bool", "float"])
+def test_nan_inf_with_dense_masks(dense):
+    """Dense masks decide visibility from data: a NaN query row with a visible key is NaN, the same
+    row under a fully removed mask row is 0; a NaN or +Inf float bias on a visible key makes its row
+    NaN (as SDPA); a NaN key removed from every row (False, or a -inf bias) leaves every row finite:
+    the reference's semantics (removal is a ``masked_fill``). SDPA adds a float/bool mask as a bias,
+    NaN + -inf = NaN, and would make every row NaN here."""
+    g = _gen("nan_dense" + dense)
+    B, H, Lq, Lk, E = 1, 2, 40, 50, 32
+    q, k, v = (_randn(g, (B, H, L, E), torch.float32) for L in (Lq, Lk, Lk))
+    keep = torch.rand((B, H, Lq, Lk), generator=g) < 0.7
+    keep[..., 7, :] = False
+    keep[..., 30] = False
+    nan = float("nan")
+    q[0, :, 7] = nan   # removed row: 0
+    q[0, 1, 12] = nan  # visible row: NaN
+    k[0, :, 30] = nan  # a key nobody sees
+    if dense == "bool":
+        m = keep
+    else:
+        m = torch.where(keep, torch.randn((B, H, Lq, Lk), generator=g), float("-inf"))
+        m[0, 0, 20, 3] = nan
+        m[0, 0, 22, 5] = float("inf")
+        keep[0, 0, 20, 3] = keep[0, 0, 22, 5] = True
+    inp = normalize_attention(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), m.to(DEVICE))
+    out, lse = run_triton(inp)
+    expect = torch.zeros((B, H, Lq), dtype=torch.bool)
+    expect[0, 1, 12] = True
+    if dense == "float":
+        expect[0, 0, 20] = expect[0, 0, 22] = True
+    check_nonfinite(inp, out, lse, expect, f"nan_dense-{dense}")
+
+
 # ------------------------------------------------------------------------------------------ numerics
 @pytest.mark.parametrize("dtype", ["fp16", "bf16", "fp32"])
 def test_overflow_prone_magnitudes(dtype):
@@ -458,7 +580,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from fastattn.kernels.attention import _attn_fwd_kernel as kern
 
-NODIV = {"Hq", "group", "Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET"}
+NODIV = {"Hq", "group", "Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET",
+         "drop_k0", "drop_k1", "drop_c3", "drop_thresh"}
 
 import os, re, subprocess, tempfile
 from fastattn.kernels import attention as KM
@@ -486,7 +609,7 @@ def compile_one(arch, dtype, E, Ev, causal, kl, km, dense, fast, bm, bn, warps, 
     for n in kern.arg_names:
         if n in ptrs:
             sig[n] = "*" + ptrs[n]
-        elif n in ("qk_scale", "sm_scale"):
+        elif n in ("qk_scale", "sm_scale", "drop_scale"):
             sig[n] = "fp32"
         elif n.isupper() or n.startswith("BLOCK"):
             sig[n] = "constexpr"
@@ -499,7 +622,8 @@ def compile_one(arch, dtype, E, Ev, causal, kl, km, dense, fast, bm, bn, warps, 
     consts = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=max(16, triton.next_power_of_2(E)),
                   BLOCK_DV=max(16, triton.next_power_of_2(Ev)), IS_CAUSAL=causal, HAS_KEY_LENS=kl,
                   HAS_KEY_MASK=km, DENSE_MODE=dense, FAST_SCALE=fast, DOT_UPCAST=False,
-                  INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", BLOCK_M=bm, BLOCK_N=bn)
+                  INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", BLOCK_M=bm, BLOCK_N=bn,
+                  HAS_DROPOUT=False)
     consts.update({n: 1 for n in ones})
     src = ASTSource(fn=kern, signature=sig, constexprs=consts, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=warps, num_stages=stages))
@@ -629,7 +753,7 @@ def test_launcher_passes_caller_views_without_copies(Lq, monkeypatch):
     """No hidden copies: the kernel receives the caller's own q/k/v storage (packed-QKV views, GQA) and
     the stride-0 mask view, not contiguous copies."""
     from fastattn.kernels import attention as K
-    from fastattn.kernels import attention_decode as KD
+    from fastattn.kernels import attention as KD
     spies = {n: _KernelSpy() for n in ("fwd", "dec", "comb")}
     monkeypatch.setenv("FASTATTN_SELF_CHECK", "0")  # stubbed kernels: the self-check would (rightly) fail them
     monkeypatch.setattr(K, "_attn_fwd_kernel", spies["fwd"])

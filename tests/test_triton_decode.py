@@ -1,4 +1,4 @@
-"""The Triton decode path (few query rows against a KV cache; ``fastattn/kernels/attention_decode.py``),
+"""The Triton decode path (few query rows against a KV cache; ``fastattn/kernels/attention/decode.py``),
 CPU tier: GQA-packed split-KV kernel + combine under ``TRITON_INTERPRET=1`` against the float64
 reference with the numerics rule; split counts forced to 1/2/3/odd so the combine sees empty splits;
 the launcher's routing; the split and tile rules; compile-only checks for sm_80/sm_90.
@@ -189,6 +189,24 @@ def test_nan_filled_buffers_are_never_read():
         check(inp, out, lse, f"nan_views_decode-splits{splits}")
 
 
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("causal", [None, "bottom_right"])
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_nan_inf_propagate_like_sdpa(dtype, causal, splits):
+    """NaN/Inf in q or k propagate as in SDPA through the split partials and the combine; rows with no
+    visible key are exactly 0 whatever their inputs; a NaN past the cache length (a KV cache's unused
+    tail) or after a row's causal bound reaches no row."""
+    name = f"nan_inf_decode-{dtype}-{causal}-splits{splits}"
+    # no causal: a cache of 150 with 140 valid keys; causal: the NaN key is the last-but-one, seen by
+    # the last two of the three query rows only
+    inp, n_vis = cases.poisoned_prefix_case(name, dtype, 2, 8, 2, 3, 150, 32, [150 if causal else 140, 0],
+                                            causal)
+    out, lse = run_decode(inp, splits)
+    expect = cases.sdpa_rows(inp.query, inp.key, inp.value, n_vis).isnan().any(-1) & (n_vis > 0)[:, None, :]
+    assert expect[0].any() and not expect[0].all()
+    cases.check_nonfinite(inp, out, lse, expect, name)
+
+
 def test_deterministic():
     c = Case(2, 8, 2, 1, 200, 64, "fp16", "key_mask+causal_br")
     inp, out, lse = run_case(c, num_splits=3)
@@ -209,7 +227,7 @@ def test_routing(monkeypatch):
     Lq > 16 -> the prefill kernel. Through ``fastattn.attention`` end to end."""
     import fastattn
     from fastattn.kernels import attention as K
-    from fastattn.kernels import attention_decode as KD
+    from fastattn.kernels import attention as KD
     from fastattn.attention.backends import triton as TA
     assert TA.DECODE_MAX_LQ == KD.DECODE_MAX_LQ
     monkeypatch.setenv("FASTATTN_SELF_CHECK", "0")  # counts launches: the first-use self-check adds its own
@@ -255,7 +273,7 @@ def test_routing(monkeypatch):
 
 
 def test_split_rule():
-    from fastattn.kernels.attention_decode import MAX_SPLITS, choose_num_splits
+    from fastattn.kernels.attention import MAX_SPLITS, choose_num_splits
     assert choose_num_splits(8, 132, 32768) == MAX_SPLITS  # B=1, Hkv=8 on an H100-class part
     assert choose_num_splits(128, 132, 1024) == 4  # B=16, Hkv=8: ~2 programs per SM, 256 keys/split
     assert choose_num_splits(256, 132, 32768) == 1  # enough programs already
@@ -269,9 +287,9 @@ def test_split_rule():
 
 
 def test_decode_tile_rule():
-    from fastattn.kernels.attention_decode import decode_block_m, decode_config
+    from fastattn.kernels.attention import decode_block_m, decode_config
     assert decode_block_m(1, 1) == 16 and decode_block_m(4, 1) == 16 and decode_block_m(8, 4) == 32
-    assert decode_block_m(16, 16) == 64
+    assert decode_block_m(16, 16) == 64 and decode_block_m(16, 16, 4) == 16  # fp32: always 16 rows
     for cap, smem in (((9, 0), 227 * 1024), ((8, 0), 163 * 1024), ((8, 6), 99 * 1024)):
         for bd in (16, 32, 64, 128, 256):
             for elem in (2, 4):
@@ -290,7 +308,7 @@ import os, re, subprocess, tempfile
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from fastattn.kernels import attention_decode as KD
+from fastattn.kernels import attention as KD
 
 dec, comb = KD._attn_decode_kernel, KD._attn_combine_kernel
 assert {p.name for p in dec.params if p.do_not_specialize} == set(KD.DECODE_NO_SPECIALIZE)
@@ -330,7 +348,7 @@ def compile_decode(arch, dtype, E, group, Lq, causal, kl, km, split, smem):
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(dec.arg_names)
              if sig[n] not in ("constexpr", "fp32") and n not in NODIV}
     bd = max(16, triton.next_power_of_2(E))
-    bm = KD.decode_block_m(group, Lq)
+    bm = KD.decode_block_m(group, Lq, 4 if dtype == "fp32" else 2)
     bn, warps, stages = KD.decode_config(bm, bd, bd, 4 if dtype == "fp32" else 2, (arch // 10, arch % 10), smem)
     consts = dict(HEAD_DIM=E, HEAD_DIM_V=E, BLOCK_D=bd, BLOCK_DV=bd, IS_CAUSAL=causal, HAS_KEY_LENS=kl,
                   HAS_KEY_MASK=km, SPLIT=split, DOT_UPCAST=False,

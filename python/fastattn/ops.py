@@ -9,7 +9,8 @@ import torch
 
 from . import dispatch
 from .attention.api import attention, attention_normalized, explain  # noqa: F401
-from .inputs import normalize_ffn
+from .ffn.custom_ops import run_gelu_ffn
+from .ffn.problem import normalize_gelu_ffn
 
 __all__ = ["attention", "gelu_ffn", "explain"]
 
@@ -22,7 +23,10 @@ def gelu_ffn(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor], w2: 
     (GPT-2's ``Conv1D`` weight is ``(in, out)``: pass ``weight.t()``, a view); biases ``(hidden,)``,
     ``(out,)`` or ``None``. ``approximate="none"`` is the exact erf GELU (HF ``"gelu"``, BERT);
     ``"tanh"`` is HF ``"gelu_new"``/``"gelu_pytorch_tanh"`` (GPT-2). Returns ``(..., out)``.
+
+    Two ``linear_act`` launches on one backend (:mod:`fastattn.ffn`): the up projection with the GELU
+    fused into its epilogue, then the down projection with its bias; the hidden activation is
+    materialised in the input dtype, as eager PyTorch does.
     """
-    inp = normalize_ffn(x, w1, b1, w2, b2, approximate)
-    impl = dispatch.select("gelu_ffn", inp, backend)
-    return impl.run(inp).reshape(inp.out_shape)
+    p = normalize_gelu_ffn(x, w1, b1, w2, b2, approximate)
+    return run_gelu_ffn(dispatch.select("gelu_ffn", p, backend), p)

@@ -1,4 +1,5 @@
-"""The reference semantics, in one place: plain PyTorch math, float64-capable, every mask form.
+"""The attention reference semantics, in one place: plain PyTorch math, float64-capable, every mask form
+(the FFN's are :mod:`fastattn.ffn.reference`).
 
 Shared by the tests (float64 ground truth and the "naive same dtype" error budget of the numerics
 rule), the benchmarks, ``fastattn check`` and the recompute backward of the kernel backends.
@@ -13,14 +14,15 @@ Equivalent PyTorch for what :func:`attention` computes (``keep`` = every structu
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from .inputs import AttentionInputs, FFNInputs, normalize_attention, normalize_ffn
+from .inputs import AttentionInputs, normalize_attention
 
-__all__ = ["attention", "attention_math", "gelu_ffn", "ffn_math", "gelu"]
+__all__ = ["attention", "attention_math"]
 
 
 def expand_kv(t: torch.Tensor, Hq: int) -> torch.Tensor:
@@ -83,20 +85,34 @@ def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_caus
     return out.reshape(inp.out_shape)
 
 
-# ----------------------------------------------------------------------------------------------- FFN
-def gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
-    """``"none"``: exact ``x/2 (1 + erf(x/sqrt 2))`` (HF "gelu"); ``"tanh"``: HF "gelu_new"."""
-    return F.gelu(x, approximate=approximate)
+# The FFN's semantics are fastattn.ffn.reference; re-exported for check.py until it imports that module.
+from .ffn.reference import gelu, gelu_ffn  # noqa: E402,F401
 
 
-def ffn_math(inp: FFNInputs, compute_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    cd = compute_dtype or inp.dtype
-    cast = (lambda t: None if t is None else t.to(cd))
-    h = gelu(F.linear(inp.x.to(cd), inp.w1.to(cd), cast(inp.b1)), inp.approximate)
-    return F.linear(h, inp.w2.to(cd), cast(inp.b2)).reshape(inp.out_shape)
-
-
-def gelu_ffn(x, w1, b1, w2, b2, *, approximate: str = "none",
-             compute_dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
-    """``F.linear(F.gelu(F.linear(x, w1, b1), approximate), w2, b2)`` in ``compute_dtype``."""
-    return ffn_math(normalize_ffn(x, w1, b1, w2, b2, approximate), compute_dtype)
+def attention_varlen(query, key, value, cu_seqlens_q, cu_seqlens_k, *, is_causal: bool = False,
+                     scale: Optional[float] = None, compute_dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
+    """Plain math of :func:`fastattn.attention_varlen` (no dropout), one sequence at a time, in
+    ``compute_dtype`` (``None``: the input dtype, the "naive same dtype" of the numerics rule).
+    Bottom-right causal per sequence; rows with no visible key are 0. Differentiable."""
+    dt = compute_dtype or query.dtype
+    q, k, v = query.to(dt), key.to(dt), value.to(dt)
+    Hq, Hkv = q.shape[1], k.shape[1]
+    s = (1.0 / math.sqrt(q.shape[-1])) if scale is None else scale
+    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    outs = []
+    for b in range(len(cq) - 1):
+        qb = q[cq[b]:cq[b + 1]].transpose(0, 1)                     # (Hq, lq, E)
+        kb = expand_kv(k[ck[b]:ck[b + 1]].transpose(0, 1).unsqueeze(0), Hq)[0]
+        vb = expand_kv(v[ck[b]:ck[b + 1]].transpose(0, 1).unsqueeze(0), Hq)[0]
+        lq, lk = qb.shape[1], kb.shape[1]
+        sc = (qb @ kb.transpose(-1, -2)) * s
+        keep = torch.ones(lq, lk, dtype=torch.bool, device=q.device)
+        if is_causal:
+            keep = keep.tril(lk - lq)
+        sc = sc.masked_fill(~keep, float("-inf"))
+        has = keep.any(-1, keepdim=True)
+        p = torch.softmax(sc.masked_fill(~has, 0.0), dim=-1) * has
+        outs.append((p @ vb).transpose(0, 1))
+    if not outs:
+        return q.new_zeros((0, Hq, v.shape[-1]))
+    return torch.cat(outs, 0)

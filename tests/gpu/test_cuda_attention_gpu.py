@@ -337,7 +337,7 @@ def test_params_object_relaunched(backend):
     per-layer scale): every launch matches the reference; a host pointer is caught on the first launch of a
     params object."""
     from torch.nn.attention.bias import causal_lower_right
-    from fastattn._ext import load_ext
+    from fastattn.runtime import load_ext
     ext, _ = load_ext()
     B, Hq, Hkv, Lq, Lk, D = 2, 4, 2, 77, 131, 64
     mask = causal_lower_right(Lq, Lk)

@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 
 import fastattn
-from fastattn import ffn_ops, reference
-from fastattn.backends import cuda_ffn, ffn_blocks
+from fastattn import dispatch, ffn_blocks
+from fastattn.ffn import reference
+from fastattn.ffn.backends import cuda as ffn_cuda
+from fastattn.ffn.problem import Activation, normalize_linear_act
 from fastattn.testing import assert_close
 
 pytestmark = pytest.mark.gpu
@@ -41,9 +43,13 @@ def _gen(*parts) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(repr(parts).encode()))
 
 
+def _cuda_reason(op: str = "linear_act"):
+    return dispatch.backends(op)["cuda"].unavailable_reason()
+
+
 def _require(backend: str):
     if backend == "cuda":
-        why = cuda_ffn.unavailable_reason()
+        why = _cuda_reason()
         if why is not None:
             pytest.skip(f"cuda FFN backend unavailable: {why}")
 
@@ -108,7 +114,7 @@ def test_linear_gelu_blocks(approximate, dtype, backend):
     _require(backend)
     layout = "conv1d" if approximate == "tanh" else "linear"
     x, w1, b1, _, _ = _params(777, 768, 3072, dtype, layout, _gen("lg", approximate, dtype))
-    out = ffn_ops.linear_gelu(x, w1, b1, approximate=approximate, backend=backend)
+    out = ffn_blocks.linear_gelu(x, w1, b1, approximate=approximate, backend=backend)
     ref = F.gelu(F.linear(x.double(), w1.double(), b1.double()), approximate=approximate)
     naive = F.gelu(F.linear(x, w1, b1), approximate=approximate)
     assert_close(out, ref, naive, dtype, f"linear_gelu-{approximate}-{backend}")
@@ -124,7 +130,7 @@ def test_linear_residual_blocks(with_bias, dtype, backend):
     w = (torch.randn(768, 3072, generator=g) * 3072 ** -0.5).to(dtype).cuda()
     b = torch.randn(768, generator=g).to(dtype).cuda() if with_bias else None
     res = torch.randn(777, 768, generator=g).to(dtype).cuda()
-    out = ffn_ops.linear_residual(h, w, b, res, backend=backend)
+    out = ffn_blocks.linear_residual(h, w, b, res, backend=backend)
     ref = F.linear(h.double(), w.double(), None if b is None else b.double()) + res.double()
     assert_close(out, ref, F.linear(h, w, b) + res, dtype, f"linear_residual-{backend}")
 
@@ -134,7 +140,7 @@ def test_linear_residual_blocks(with_bias, dtype, backend):
 @pytest.mark.parametrize("N", [768, 1024, 341, 4231, 20000])
 def test_residual_layernorm_blocks(N, dtype, backend):
     if backend == "cuda":
-        why = cuda_ffn.layernorm_unavailable_reason()
+        why = _cuda_reason("residual_layernorm")
         if why:
             pytest.skip(why)
     g = _gen("ln", N, dtype)
@@ -143,7 +149,7 @@ def test_residual_layernorm_blocks(N, dtype, backend):
     res = torch.randn(T, N, generator=g).to(dtype).cuda()
     w = (torch.rand(N, generator=g) + 0.5).to(dtype).cuda()
     b = torch.randn(N, generator=g).to(dtype).cuda()
-    out = ffn_ops.residual_layernorm(x, res, w, b, 1e-12, backend=backend)  # BERT's eps
+    out = ffn_blocks.residual_layernorm(x, res, w, b, 1e-12, backend=backend)  # BERT's eps
     ref = F.layer_norm(x.double() + res.double(), (N,), w.double(), b.double(), 1e-12)
     naive = F.layer_norm(x + res, (N,), w, b, 1e-12)
     assert_close(out, ref, naive, dtype, f"ln-n{N}-{backend}")
@@ -162,8 +168,8 @@ def test_gelu_variants_are_not_substituted(backend):
     eye, zero = torch.eye(n).cuda(), torch.zeros(n).cuda()
     exact, tanh = F.gelu(x.double()), F.gelu(x.double(), approximate="tanh")
     for approximate, want, other in (("none", exact, tanh), ("tanh", tanh, exact)):
-        for out in (ffn_ops.linear_gelu(x, eye, zero, approximate=approximate, backend=backend),
-                    ffn_ops.linear_gelu(x, eye, None, approximate=approximate, backend=backend),
+        for out in (ffn_blocks.linear_gelu(x, eye, zero, approximate=approximate, backend=backend),
+                    ffn_blocks.linear_gelu(x, eye, None, approximate=approximate, backend=backend),
                     fastattn.gelu_ffn(x, eye, zero, eye, zero, approximate=approximate, backend=backend)):
             err = float((out.double() - want).abs().max())
             err_other = float((out.double() - other).abs().max())
@@ -194,9 +200,9 @@ def test_torch_compile_fullgraph(backend):
     gamma, beta = torch.ones(768, dtype=torch.float16).cuda(), torch.zeros(768, dtype=torch.float16).cuda()
 
     def block(x):
-        h = ffn_ops.linear_gelu(x, w1, b1, approximate="tanh", backend=backend)
-        y = ffn_ops.linear_residual(h, w2, b2, x, backend=backend)
-        return ffn_ops.residual_layernorm(y, None, gamma, beta, backend=backend)
+        h = ffn_blocks.linear_gelu(x, w1, b1, approximate="tanh", backend=backend)
+        y = ffn_blocks.linear_residual(h, w2, b2, x, backend=backend)
+        return ffn_blocks.residual_layernorm(y, None, gamma, beta, backend=backend)
 
     torch._dynamo.reset()
     compiled = torch.compile(block, fullgraph=True)
@@ -217,16 +223,16 @@ def test_autograd_recompute(backend):
 
 def test_auto_dispatch_prefers_cuda_then_triton():
     x, w1, b1, _, _ = _params(8, 64, 256, torch.float16, "linear", _gen("auto"))
-    inp = ffn_ops._linear_inputs(x, w1, b1, None, "gelu_erf")
-    chosen = ffn_blocks.select("linear_act", inp)
-    expected = "cuda" if cuda_ffn.unavailable_reason() is None else "triton"
-    assert chosen.name == expected, ffn_blocks.explain("linear_act", inp)
+    inp = normalize_linear_act(x, w1, b1, None, "gelu_erf")
+    chosen = dispatch.select("linear_act", inp)
+    expected = "cuda" if _cuda_reason() is None else "triton"
+    assert chosen.name == expected, dispatch.explain("linear_act", inp)
 
 
 # ------------------------------------------------------------------ review regressions (cuda backend)
 def _C_or_skip():
-    from fastattn._ext import load_ext
-    why = cuda_ffn.layernorm_unavailable_reason()
+    from fastattn.runtime import load_ext
+    why = _cuda_reason("residual_layernorm")
     if why:
         pytest.skip(why)
     return load_ext("_C")[0]
@@ -247,8 +253,8 @@ def test_bias_act_gelu_is_full_precision_under_fast_math(act, N, dtype):
     y = x.to(dtype).cuda()
     bias = b.to(dtype).cuda()
     ref = F.gelu(y.double() + bias.double(), approximate="tanh" if act == "gelu_tanh" else "none")
-    C.bias_act(y.data_ptr(), bias.data_ptr(), M, N, y.stride(0), cuda_ffn.DTYPE_CODES[dtype],
-               cuda_ffn.ACT_CODES[act], torch.cuda.current_stream().cuda_stream)
+    C.bias_act(y.data_ptr(), bias.data_ptr(), M, N, y.stride(0), ffn_cuda.DTYPE_CODES[dtype],
+               int(Activation.parse(act)), torch.cuda.current_stream().cuda_stream)
     torch.cuda.synchronize()
     err = (y.double() - ref).abs()
     if dtype == torch.float32:
@@ -265,8 +271,8 @@ def test_misaligned_and_odd_operands_are_correct_or_a_reason(dtype):
     offset: cuBLASLt's heuristic is asked up front (_C_blas.check); the cuda backend either runs them
     correctly or refuses with a reason (ValueError when forced), and auto dispatch still gives the right
     result. Never a launch-time RuntimeError."""
-    if cuda_ffn.unavailable_reason():
-        pytest.skip(cuda_ffn.unavailable_reason())
+    if _cuda_reason():
+        pytest.skip(_cuda_reason())
     g = _gen("misaligned", dtype)
     T, d_in, d_out = 300, 341, 4231
     xb = torch.randn(T, d_in + 1, generator=g).to(dtype).cuda()
@@ -277,32 +283,32 @@ def test_misaligned_and_odd_operands_are_correct_or_a_reason(dtype):
     for approximate in ("none", "tanh"):
         ref = F.gelu(F.linear(x.double(), w.double(), b.double()), approximate=approximate)
         naive = F.gelu(F.linear(x, w, b), approximate=approximate)
-        inp = ffn_ops._linear_inputs(x, w, b, None, "gelu_erf" if approximate == "none" else "gelu_tanh")
-        reasons = ffn_blocks.explain("linear_act", inp).get("cuda", [])
+        inp = normalize_linear_act(x, w, b, None, Activation.from_approximate(approximate))
+        reasons = dispatch.explain("linear_act", inp).get("cuda", [])
         print("cuda reasons:", reasons)
         if reasons:
             assert any("cuBLASLt" in r for r in reasons), reasons
             with pytest.raises(ValueError, match="cuBLASLt"):
-                ffn_ops.linear_gelu(x, w, b, approximate=approximate, backend="cuda")
+                ffn_blocks.linear_gelu(x, w, b, approximate=approximate, backend="cuda")
         else:
-            out = ffn_ops.linear_gelu(x, w, b, approximate=approximate, backend="cuda")
+            out = ffn_blocks.linear_gelu(x, w, b, approximate=approximate, backend="cuda")
             assert_close(out, ref, naive, dtype, f"misaligned-cuda-{approximate}")
-        out = ffn_ops.linear_gelu(x, w, b, approximate=approximate)  # auto
+        out = ffn_blocks.linear_gelu(x, w, b, approximate=approximate)  # auto
         assert_close(out, ref, naive, dtype, f"misaligned-auto-{approximate}")
     # aligned 341 -> 4231 (odd leading dims only) is expected to have an algorithm
-    blas, _ = cuda_ffn._blas()
+    cuda = dispatch.backends("linear_act")["cuda"]
     xa = torch.randn(T, d_in, generator=g).to(dtype).cuda()
     wa = (torch.randn(d_out, d_in, generator=g) * d_in ** -0.5).to(dtype).cuda()
-    assert cuda_ffn.gemm_reason(xa, wa, None, None, "gelu_erf") is None
-    assert cuda_ffn.gemm_reason(xa, wa.t().contiguous().t(), None, None, "gelu_tanh") is None
+    assert cuda.gemm_reason(normalize_linear_act(xa, wa, None, None, "gelu_erf")) is None
+    assert cuda.gemm_reason(normalize_linear_act(xa, wa.t().contiguous().t(), None, None, "gelu_tanh")) is None
 
 
 @pytest.mark.parametrize("layout", ["row_padded", "column_major"])
 def test_cuda_linear_reads_strided_x(layout):
     """x with a padded row stride (ld > K) and a column-major x (x.t() of a (K, T) tensor): the B operand's
     transb / ldb; plus a Conv1D .t() weight (strides (1, out))."""
-    if cuda_ffn.unavailable_reason():
-        pytest.skip(cuda_ffn.unavailable_reason())
+    if _cuda_reason():
+        pytest.skip(_cuda_reason())
     g = _gen("strided_x", layout)
     T, d_in, d_out = 129, 256, 768
     if layout == "row_padded":
@@ -312,7 +318,7 @@ def test_cuda_linear_reads_strided_x(layout):
     w = (torch.randn(d_in, d_out, generator=g) * d_in ** -0.5).half().cuda().t()  # Conv1D (in, out) -> .t()
     b = torch.randn(d_out, generator=g).half().cuda()
     res = torch.randn(T, d_out, generator=g).half().cuda()
-    out = ffn_ops.linear_residual(x, w, b, res, backend="cuda")
+    out = ffn_blocks.linear_residual(x, w, b, res, backend="cuda")
     ref = F.linear(x.double(), w.double(), b.double()) + res.double()
     assert_close(out, ref, F.linear(x, w, b) + res, torch.float16, f"strided-x-{layout}")
 
@@ -321,8 +327,8 @@ def test_cuda_linear_reads_strided_x(layout):
 def test_small_m_large_k_split_k_is_accurate_and_deterministic(dtype):
     """Decode-like M with a long K is where cuBLASLt picks split-K; the partial sums must be reduced in
     fp32 (REDUCTION_SCHEME_NONE | COMPUTE_TYPE only), never in fp16/bf16, and the result is deterministic."""
-    if cuda_ffn.unavailable_reason():
-        pytest.skip(cuda_ffn.unavailable_reason())
+    if _cuda_reason():
+        pytest.skip(_cuda_reason())
     for T in (1, 4, 8):
         g = _gen("splitk", T, dtype)
         K, N = 16384, 1024
@@ -330,7 +336,7 @@ def test_small_m_large_k_split_k_is_accurate_and_deterministic(dtype):
         w = (torch.randn(N, K, generator=g) * K ** -0.5).to(dtype).cuda()
         b = torch.randn(N, generator=g).to(dtype).cuda()
         res = torch.randn(T, N, generator=g).to(dtype).cuda()
-        outs = [ffn_ops.linear_residual(h, w, b, res, backend="cuda") for _ in range(3)]
+        outs = [ffn_blocks.linear_residual(h, w, b, res, backend="cuda") for _ in range(3)]
         ref = F.linear(h.double(), w.double(), b.double()) + res.double()
         # naive with fp32 accumulation and one rounding: the bar the fp32 split-K reduction must meet
         naive = (F.linear(h.float(), w.float(), b.float()) + res.float()).to(dtype)
@@ -341,17 +347,17 @@ def test_small_m_large_k_split_k_is_accurate_and_deterministic(dtype):
 
 def test_cuda_gemm_restores_the_current_device():
     """_C_blas.gemm switches to the tensors' device when needed and must switch back."""
-    if cuda_ffn.unavailable_reason():
-        pytest.skip(cuda_ffn.unavailable_reason())
+    if _cuda_reason():
+        pytest.skip(_cuda_reason())
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs")
-    blas, _ = cuda_ffn._blas()
+    blas, _ = ffn_cuda._ext("_C_blas")
     dev = torch.device("cuda", 1)
     x = torch.randn(64, 128, device=dev, dtype=torch.float16)
     w = torch.randn(256, 128, device=dev, dtype=torch.float16)
     y = torch.empty(64, 256, device=dev, dtype=torch.float16)
     stream = torch.cuda.current_stream(dev).cuda_stream
-    ws = cuda_ffn._workspace(dev, stream)
+    ws = ffn_cuda._workspace(dev, stream)
     torch.cuda.set_device(0)
     blas.gemm(64, 256, 128, 0, x.data_ptr(), 128, 1, w.data_ptr(), 128, 1, 0, 0, 0, y.data_ptr(), 256, 0,
               ws.data_ptr(), ws.numel(), 1, stream)
@@ -359,7 +365,7 @@ def test_cuda_gemm_restores_the_current_device():
     torch.cuda.synchronize(dev)
     torch.testing.assert_close(y.float(), x.float() @ w.float().t(), rtol=2e-3, atol=2e-2)
     # and through the public API with a tensor on the non-current device
-    out = ffn_ops.linear_residual(x, w, None, None, backend="cuda")
+    out = ffn_blocks.linear_residual(x, w, None, None, backend="cuda")
     assert out.device == dev and torch.cuda.current_device() == 0
 
 
@@ -388,7 +394,7 @@ def test_cublaslt_plan_cache_repeated_shape_builds_nothing():
 def test_cuda_residual_layernorm_edges(N):
     """Row widths around the register cache (8 values x 1024 threads = 8192), N=1, padded row strides,
     no weight/bias, no residual."""
-    why = cuda_ffn.layernorm_unavailable_reason()
+    why = _cuda_reason("residual_layernorm")
     if why:
         pytest.skip(why)
     g = _gen("ln-edges", N)
@@ -397,9 +403,52 @@ def test_cuda_residual_layernorm_edges(N):
     res = torch.randn(T, N, generator=g).half().cuda()
     for r, w, b in ((res, None, None), (None, None, None),
                     (res, torch.rand(N, generator=g).half().cuda() + 0.5, torch.randn(N, generator=g).half().cuda())):
-        out = ffn_ops.residual_layernorm(x, r, w, b, 1e-5, backend="cuda")
+        out = ffn_blocks.residual_layernorm(x, r, w, b, 1e-5, backend="cuda")
         h = x.double() if r is None else x.double() + r.double()
         ref = F.layer_norm(h, (N,), None if w is None else w.double(), None if b is None else b.double(), 1e-5)
         hn = x if r is None else x + r
         naive = F.layer_norm(hn, (N,), w, b, 1e-5)
         assert_close(out, ref, naive, torch.float16, f"ln-edges-n{N}")
+
+
+# ---------------------------------------------------------------------------- issue #13 regressions
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float32], ids=lambda d: str(d)[6:])
+def test_strided_bias_auto_dispatch(dtype):
+    """A stride-2 bias: the cuda backend refuses it (cuBLASLt's bias epilogue reads a contiguous vector),
+    auto dispatch hands it to Triton, which reads it through its stride."""
+    g = _gen("strided-bias-gpu", dtype)
+    x, w1, _, w2, _ = _params(300, 768, 3072, dtype, "linear", g, bias=False)
+    b1 = torch.randn(2 * 3072, generator=g).to(dtype).cuda()[::2]
+    b2 = torch.randn(2 * 768, generator=g).to(dtype).cuda()[::2]
+    p = normalize_linear_act(x, w1, b1, None, "gelu_erf")
+    table = dispatch.explain("linear_act", p)
+    if _cuda_reason() is None:
+        assert any("b" in r and "stride 2" in r for r in table["cuda"]), table
+    out = fastattn.gelu_ffn(x, w1, b1, w2, b2)
+    ref = reference.gelu_ffn(x, w1, b1, w2, b2)
+    naive = reference.gelu_ffn(x, w1, b1, w2, b2, compute_dtype=None)
+    assert_close(out, ref, naive, dtype, f"strided-bias-auto-{dtype}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fp32_tanh_gelu_is_fp32_accurate(backend):
+    """fp32 GELU (tanh) on the cuda backend takes GEMM+bias then fastattn's fp32 activation, never the
+    cuBLASLt GELU epilogue; the result is within ~1e-6 relative of float64 like the other fp32 paths."""
+    _require(backend)
+    x, w1, b1, _, _ = _params(333, 768, 3072, torch.float32, "linear", _gen("fp32-tanh", backend))
+    out = ffn_blocks.linear_gelu(x, w1, b1, approximate="tanh", backend=backend)
+    ref = F.gelu(F.linear(x.double(), w1.double(), b1.double()), approximate="tanh")
+    c = assert_close(out, ref, F.gelu(F.linear(x, w1, b1), approximate="tanh"), torch.float32, f"fp32-tanh-{backend}")
+    assert c.max_err <= 1e-5 * float(ref.abs().max()), c
+
+
+def test_optimize_swaps_the_ffn_on_a_gpu():
+    """Never slower, the other side: on a GPU a kernel backend runs the FFN, so optimize() swaps it."""
+    pytest.importorskip("transformers")
+    from fastattn.integrations import describe
+    from fastattn.integrations._hf_testing import tiny_model
+    model = tiny_model("bert").cuda().half()
+    fastattn.optimize(model)
+    lines = describe(model)
+    assert any(line.startswith("ffn: swapped") for line in lines), lines
+    assert "forward" in model.encoder.layer[0].intermediate.__dict__

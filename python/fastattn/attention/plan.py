@@ -49,10 +49,10 @@ class AttnPlan:
 
 
 def draw_rng_state(device: torch.device) -> Tuple[int, int]:
-    """``(seed, offset)`` of a kernel's counter-based dropout, drawn from torch's CPU generator (so
-    ``torch.manual_seed`` reproduces a run bitwise; drawing on the host never syncs a device)."""
-    seed, offset = torch.randint(0, 2 ** 62, (2,), dtype=torch.int64).tolist()
-    return seed, offset
+    """``(seed, offset)`` of a kernel's counter-based dropout, from torch's generator for ``device`` (so
+    ``torch.manual_seed`` reproduces a run bitwise; never a device sync): :func:`fastattn.dropout.draw_seed_offset`."""
+    from ..dropout import draw_seed_offset
+    return draw_seed_offset(device)
 
 
 def signature(inp, backend: Optional[str]) -> tuple:

@@ -1,7 +1,7 @@
 """Decode attention (few query rows, long KV cache) in Triton: GQA-packed split-KV kernel + combine.
 
 Used by the ``triton`` backend when ``Lq`` is small (``DECODE_MAX_LQ``) and there is no dense mask;
-the prefill kernel (``attention.py``) serves everything else. Two ideas, as in FlashDecoding / FA2's
+the prefill kernel (``fwd.py``) serves everything else. Two ideas, as in FlashDecoding / FA2's
 split-KV path:
 
 * **GQA packing.** One program owns every query row that reads one KV head: the ``group = Hq / Hkv``
@@ -12,14 +12,15 @@ split-KV path:
   factor splits the rows (K/V are then read once per row block).
 * **Split-KV.** Grid axis 1 splits the key range ``[lo, hi)`` of a batch row (after key lengths, the
   key mask's ``[first, last]`` range and the causal bound) into ``num_splits`` chunks of whole
-  ``BLOCK_N`` blocks. With ``SPLIT`` each program writes its normalised partial output and its LSE
-  (log2 units) in fp32 to a workspace; ``_attn_combine_kernel`` merges them with weights
-  ``2^(lse_s - max)``. A split whose chunk is empty (short sample, causal bound) writes LSE ``-inf``
+  ``BLOCK_N`` blocks. With ``SPLIT`` each program writes its normalised partial output and its
+  natural-log LSE in fp32 to a workspace; ``_attn_combine_kernel`` merges them with weights
+  ``exp(lse_s - max)``. A split whose chunk is empty (short sample, causal bound) writes LSE ``-inf``
   and output 0, i.e. weight 0: exact. A row with no visible key in any split gives 0 and LSE ``-inf``.
   Without ``SPLIT`` (one split) the kernel writes ``out``/``lse`` directly and no combine runs.
 
 Masks: causal (runtime ``causal_off``: 0 top-left, ``Lk - Lq`` bottom-right; the key bound is
-per row ``i``), key lengths, key mask (+ its per-batch range from the launcher). No dense mask.
+per row ``i``), key lengths, key mask (+ its per-batch range from the launcher); the key range comes
+from ``_key_bounds`` (``common.py``), shared with the prefill kernel. No dense mask.
 Scores are kept in log2 units (``s = qk * scale * log2(e)``, max taken after scaling, so any sign of
 scale works; there is no additive bias that could overflow). Inside a split the blocks that every row
 sees completely (below the causal bound of row 0, inside the split) run without bound/causal tests.
@@ -30,14 +31,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .attention import _load_tile
-
-#: The largest ``Lq`` the launcher sends here (more rows per head: the prefill kernel's tiles fill up).
-DECODE_MAX_LQ = 16
-#: Upper bound of ``num_splits`` (the combine loads all partials of a row at once).
-MAX_SPLITS = 32
-#: Fewest keys per split the heuristic aims for (below this the combine costs more than it saves).
-MIN_KEYS_PER_SPLIT = 256
+from .common import LOG2E, _finalize, _key_bounds, _load_tile, _online_softmax
 
 #: Arguments that change per call (the growing cache length, the causal offset, the split count,
 #: the batch size): never specialised, so a decode loop compiles its binaries once.
@@ -81,20 +75,13 @@ def _decode_inner(acc, l_i, m_i, q, k_base, v_base, km_base, stride_kn, stride_v
                     km = tl.load(km_ptrs)
                 keep = keep & (km != 0)[None, :]
             s = tl.where(keep, s, float("-inf"))
-            m_ij = tl.maximum(m_i, tl.max(s, 1))
-            m_use = tl.where(m_ij == float("-inf"), 0.0, m_ij)
-        else:
-            m_ij = tl.maximum(m_i, tl.max(s, 1))
-            m_use = m_ij
-        p = tl.math.exp2(s - m_use[:, None])
-        alpha = tl.math.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
+        # s is in log2 units already (any sign of scale): p = exp2((s - m) * 1)
+        p, alpha, l_i, m_i = _online_softmax(l_i, m_i, s, 1.0, False, CHECK or HAS_KEY_MASK)
         acc = acc * alpha[:, None]
         v = _load_tile(v_base + start_n64 * stride_vn + v_offs, col_ok, dv_ok, CHECK, BLOCK_DV != HEAD_DIM_V)
         if DOT_UPCAST:
             v = v.to(tl.float32)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
-        m_i = m_ij
     return acc, l_i, m_i
 
 
@@ -116,7 +103,7 @@ def _attn_decode_kernel(
     Q ``(B, Hq, Lq, E)``, K ``(B, Hkv, Lk, E)``, V ``(B, Hkv, Lk, Ev)``, Out ``(B, Hq, Lq, Ev)``: any
     strides, last dim contiguous. Without ``SPLIT``: writes Out and Lse (contiguous fp32
     ``(B, Hq, Lq)``, natural log). With ``SPLIT``: writes fp32 partials to ``Ws``:
-    ``Ws[(split * R + row) * Ev + d]`` and the log2-unit LSE at ``Ws[ws_lse_off + split * R + row]``,
+    ``Ws[(split * R + row) * Ev + d]`` and the natural-log LSE at ``Ws[ws_lse_off + split * R + row]``,
     ``R = B * Hq * Lq``, ``row = (b * Hq + h) * Lq + i``.
     """
     pid = tl.program_id(0)
@@ -147,29 +134,15 @@ def _attn_decode_kernel(
     if DOT_UPCAST:
         q = q.to(tl.float32)
 
-    # ---- key range [lo, hi) of this batch row, then this split's chunk of whole blocks
-    kv_start = 0
-    kv_end = Lk
-    if HAS_KEY_LENS:
-        kl = tl.load(KeyLens + b64 * stride_klb).to(tl.int32)
-        kv_end = tl.maximum(tl.minimum(kv_end, kl), 0)
-    if HAS_KEY_MASK:
-        kv_start = tl.load(KeyRange + 2 * b64)
-        kv_end = tl.minimum(kv_end, tl.load(KeyRange + 2 * b64 + 1))
-    if IS_CAUSAL:
-        # the last query row (i = Lq - 1) sees keys < Lq + causal_off
-        kv_end = tl.maximum(tl.minimum(kv_end, Lq + causal_off), 0)
-    lo = (kv_start // BLOCK_N) * BLOCK_N
-    n_blocks = tl.maximum(tl.cdiv(kv_end - lo, BLOCK_N), 0)
+    # ---- key range [lo, hi) of this batch row (every packed row: query rows 0..Lq-1), then this
+    # split's chunk of whole blocks; off-band: blocks every row sees whole (below row 0's causal bound)
+    lo, hi, n_clean = _key_bounds(0, Lq - 1, Lk, causal_off, KeyLens, KeyRange, b64, stride_klb,
+                                  BLOCK_N, IS_CAUSAL, HAS_KEY_LENS, HAS_KEY_MASK)
+    n_blocks = tl.maximum(tl.cdiv(hi - lo, BLOCK_N), 0)
     per_split = tl.cdiv(n_blocks, num_splits)
     s_lo = lo + split * per_split * BLOCK_N
-    s_hi = tl.minimum(s_lo + per_split * BLOCK_N, kv_end)
-    # blocks every row sees whole: inside the chunk and below row 0's causal bound
-    if IS_CAUSAL:
-        clean_end = tl.minimum(s_hi, causal_off + 1)
-    else:
-        clean_end = s_hi
-    n_clean = tl.maximum(s_lo + ((clean_end - s_lo) // BLOCK_N) * BLOCK_N, s_lo)
+    s_hi = tl.minimum(s_lo + per_split * BLOCK_N, hi)
+    n_clean = tl.minimum(tl.maximum(n_clean, s_lo), s_hi)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -187,20 +160,17 @@ def _attn_decode_kernel(
                                   True, IS_CAUSAL, HAS_KEY_MASK, DOT_UPCAST, INPUT_PRECISION)
 
     # ---- epilogue: exact 0 / -inf where nothing was visible (in this split)
-    has = l_i > 0.0
-    l_safe = tl.where(has, l_i, 1.0)
-    out = tl.where(has[:, None], acc / l_safe[:, None], 0.0)
-    lse2 = tl.where(has, m_i + tl.math.log2(l_safe), float("-inf"))  # log2 units
+    out, lse = _finalize(acc, l_i, m_i, True)
     row = (b64 * Hq + h64) * Lq + i64
     if SPLIT:
         R = B.to(tl.int64) * Hq * Lq
         slot = split.to(tl.int64) * R + row
         tl.store(Ws + slot[:, None] * HEAD_DIM_V + offs_dv[None, :], out, mask=row_ok[:, None] & dv_ok[None, :])
-        tl.store(Ws + ws_lse_off + slot, lse2, mask=row_ok)
+        tl.store(Ws + ws_lse_off + slot, lse, mask=row_ok)
     else:
         o_ptrs = Out + b64 * stride_ob + (h64 * stride_oh + i64 * stride_om)[:, None] + offs_dv[None, :]
         tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & dv_ok[None, :])
-        tl.store(Lse + row, lse2 * 0.6931471805599453, mask=row_ok)
+        tl.store(Lse + row, lse, mask=row_ok)
 
 
 @triton.jit(do_not_specialize=COMBINE_NO_SPECIALIZE)
@@ -217,73 +187,19 @@ def _attn_combine_kernel(Ws, Out, Lse, Hq, Lq, R, num_splits, ws_lse_off,
     lse_s = tl.load(Ws + ws_lse_off + slot, mask=s_ok, other=float("-inf"))
     m = tl.max(lse_s, 0)
     m_use = tl.where(m == float("-inf"), 0.0, m)
-    w = tl.math.exp2(lse_s - m_use)  # 0 for empty splits
+    w = tl.math.exp2((lse_s - m_use) * LOG2E)  # 0 for empty splits
     wsum = tl.sum(w, 0)
     o = tl.load(Ws + slot[:, None] * HEAD_DIM_V + offs_dv[None, :], mask=s_ok[:, None] & dv_ok[None, :], other=0.0)
     acc = tl.sum(w[:, None] * o, 0)
-    has = wsum > 0.0
-    w_safe = tl.where(has, wsum, 1.0)
-    out = tl.where(has, acc / w_safe, 0.0)
-    lse = tl.where(has, (m_use + tl.math.log2(w_safe)) * 0.6931471805599453, float("-inf"))
+    # empty: every split empty (as _finalize: never decided by a comparison NaN fails; a NaN partial
+    # makes wsum NaN and the row NaN)
+    empty = (m == float("-inf")) & (wsum == 0.0)
+    w_safe = tl.where(empty, 1.0, wsum)
+    out = tl.where(empty, 0.0, acc / w_safe)
+    lse = tl.where(empty, float("-inf"), m_use + tl.log(w_safe))
     bh = row // Lq
     i = row % Lq
     b = bh // Hq
     h = bh % Hq
     tl.store(Out + b * stride_ob + h * stride_oh + i * stride_om + offs_dv, out.to(Out.dtype.element_ty), mask=dv_ok)
     tl.store(Lse + row, lse)
-
-
-# ------------------------------------------------------------------------------------ launch policy
-def decode_block_m(group: int, Lq: int) -> int:
-    """Packed rows per program: ``group * Lq`` rounded up to a power of two, 16..64."""
-    rows = group * Lq
-    return min(64, max(16, 1 << (rows - 1).bit_length()))
-
-
-def decode_config(block_m: int, block_d: int, block_dv: int, elem_bytes: int, capability, smem_bytes: int):
-    """``(BLOCK_N, num_warps, num_stages)`` for the decode kernel: a fixed rule, not autotuned (the
-    kernel streams K/V; the knobs are bytes in flight per SM and fitting shared memory). Deep
-    pipelines on sm_90 / sm_80 (3 stages of ``BLOCK_N x (D + Dv)``), shrunk until the stages plus the
-    Q tile fit ``smem_bytes``. Compile-only checks: ``tests/test_triton_decode.py``."""
-    if capability is None:  # interpreter
-        return 32, 4, 1
-    d = max(block_d, block_dv)
-    if elem_bytes == 4:
-        # fp32 (IEEE FMA dots): ptxas spills erratically in this space (compile-only scan, triton 3.9,
-        # 16-row tile, 4 warps: sm_90 D128 spills at BLOCK_N 32 but not 64, sm_80 D128 the reverse);
-        # these are the non-spilling points of that scan
-        bn = 16 if d >= 256 else (64 if d == 128 and capability[0] >= 9 else 32)
-        stages = 3
-    else:
-        bn = 64 if d <= 128 else 32
-        stages = 4 if capability[0] >= 9 and d <= 64 else 3
-    warps = 4 if block_m <= 32 else 8
-
-    def smem(bn_, st_):
-        return st_ * bn_ * (block_d + block_dv) * elem_bytes + block_m * block_d * elem_bytes
-
-    while smem(bn, stages) > smem_bytes and stages > 2:
-        stages -= 1
-    while smem(bn, stages) > smem_bytes and bn > 16:
-        bn //= 2
-    if smem(bn, stages) > smem_bytes:
-        stages = 1  # fp32 at head dim 256 with 64 packed rows on a 100 KB part: unpipelined
-    return bn, warps, stages
-
-
-def combine_warps(block_s: int, block_dv: int) -> int:
-    """Warps of the combine kernel: 8 once the ``BLOCK_S x BLOCK_DV`` fp32 partial tile exceeds 32
-    values per thread of 4 warps (triton 3.6 spilled 8 bytes at 32 x 256 with 4 warps on sm_90)."""
-    return 8 if block_s * block_dv > 4096 else 4
-
-
-def choose_num_splits(programs: int, n_sm: int, Lk: int) -> int:
-    """Split count for a grid of ``programs`` (batch x KV head x row blocks) programs per split: enough
-    for about two programs per SM, a power of two (so it changes only when ``Lk`` or the batch crosses
-    a power of two), at most ``MAX_SPLITS`` and at most one per ``MIN_KEYS_PER_SPLIT`` keys."""
-    if programs >= n_sm or Lk <= MIN_KEYS_PER_SPLIT:
-        return 1
-    want = -(-2 * n_sm // programs)
-    want = 1 << (want - 1).bit_length()
-    lk_cap = max(1, (1 << (Lk - 1).bit_length()) // MIN_KEYS_PER_SPLIT)
-    return max(1, min(want, lk_cap, MAX_SPLITS))

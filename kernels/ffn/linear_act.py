@@ -7,45 +7,20 @@ One kernel serves both halves of the feed-forward:
 
 ``x`` is ``(M, K)``, ``w`` is ``(N, K)`` in ``nn.Linear`` layout read through its strides, so both the
 row-major ``nn.Linear`` weight (strides ``(K, 1)``) and GPT-2's ``Conv1D`` weight passed as ``.t()``
-(strides ``(1, N)``) are read in place. The accumulator, the bias add and the activation are fp32; the
-result is rounded once to the output dtype. fp32 operands use ``input_precision="ieee"`` (never TF32).
+(strides ``(1, N)``) are read in place; the bias ``(N,)`` is read through its stride too. The accumulator,
+the bias add and the activation are fp32; the result is rounded once to the output dtype. fp32 operands
+use ``input_precision="ieee"`` (never TF32).
 
-Contents, in order: activation helpers, named config lists and the prune function, the kernel, the
-autotuned wrapper. Launch code lives in ``fastattn.backends.triton_ffn``.
+Contents, in order: named config lists and the prune function, the kernel, the autotuned wrapper.
+Launch code lives in ``fastattn.ffn.backends.triton``.
 """
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
-# ACTIVATION codes (constexpr): keep in sync with fastattn.backends.triton_ffn.ACTIVATIONS
-ACT_NONE = 0
-ACT_GELU_ERF = 1   # x/2 * (1 + erf(x / sqrt 2))       torch approximate="none", HF "gelu"
-ACT_GELU_TANH = 2  # x/2 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   approximate="tanh", HF "gelu_new"
-
-
-# --------------------------------------------------------------------------------------------- helpers
-@triton.jit
-def _tanh_f32(u):
-    # tanh(u) = sign(u) * (1 - e) / (1 + e), e = exp(-2|u|) <= 1: no overflow for any u. The absolute
-    # error is a few fp32 ulps of 1, which GELU multiplies by x/2: well below fp32 output noise.
-    e = tl.exp2(-2.8853900817779268 * tl.abs(u))  # 2 / ln 2
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(u < 0, -t, t)
-
-
-@triton.jit
-def _apply_activation(v, ACTIVATION: tl.constexpr):
-    """``v`` fp32 -> fp32."""
-    if ACTIVATION == 1:
-        v = 0.5 * v * (1.0 + tl.math.erf(v * 0.7071067811865476))
-    elif ACTIVATION == 2:
-        inner = 0.7978845608028654 * (v + 0.044715 * v * v * v)
-        v = 0.5 * v * (1.0 + _tanh_f32(inner))
-    return v
+from .activations import apply_activation
 
 
 # ------------------------------------------------------------------------------- configs and pruning
@@ -54,12 +29,17 @@ def _cfg(bm, bn, bk, warps, stages, group_m=8):
                          num_warps=warps, num_stages=stages)
 
 
-#: Hopper (sm_90, 228 KB shared memory per SM): large tiles, deep pipelines.
+#: Register budget: the fp32 accumulator tile per thread, ``BLOCK_M * BLOCK_N / (32 * num_warps)``, at most
+#: this many values. Calibrated on compile-only builds (triton 3.9 + ptxas, sm_80 and sm_90; fp16 and fp32;
+#: erf/tanh GELU, residual, nn.Linear and Conv1D .t() weights): every config holding 128 values spilled
+#: in some epilogue (sm_90 fp16: 128x256x64/8 warps 100-224 B, 256x128x64/8 warps 48-328 B, 128x128x64/
+#: 4 warps with a GELU 204-280 B; sm_80 fp32: 1.3-1.9 KB in every epilogue), none holding 64 or fewer did
+#: (``tests/test_compile_ffn_sm90.py`` keeps checking the kept configs).
+MAX_ACC_PER_THREAD = 64
+
+#: Hopper (sm_90, 228 KB shared memory per SM): deep pipelines, 64 accumulator values per thread at most.
 CONFIGS_SM90 = [
-    _cfg(128, 256, 64, 8, 3),
-    _cfg(256, 128, 64, 8, 3),
     _cfg(128, 128, 64, 8, 4),
-    _cfg(128, 128, 64, 4, 4),
     _cfg(128, 64, 64, 4, 4),
     _cfg(64, 128, 64, 4, 4),
     _cfg(64, 64, 64, 4, 4),
@@ -70,9 +50,6 @@ CONFIGS_SM90 = [
 ]
 #: Ampere (sm_80/86/89, 100-164 KB shared memory): same shapes, shallower pipelines.
 CONFIGS_SM80 = [
-    _cfg(128, 256, 32, 8, 3),
-    _cfg(256, 128, 32, 8, 3),
-    _cfg(128, 128, 32, 4, 4),
     _cfg(128, 128, 64, 8, 3),
     _cfg(128, 64, 32, 4, 4),
     _cfg(64, 128, 32, 4, 4),
@@ -89,15 +66,12 @@ _SM90_IDS = {id(c) for c in CONFIGS_SM90}
 _SM80_IDS = {id(c) for c in CONFIGS_SM80}
 
 
-def _device_facts():
-    """(major compute capability, max shared memory per block in bytes) of the current device."""
+def _device_facts(x):
+    """(major compute capability, opt-in shared memory per block in bytes) of ``x``'s device."""
     try:
-        import torch
-        dev = torch.cuda.current_device()
-        major, _ = torch.cuda.get_device_capability(dev)
-        props = torch.cuda.get_device_properties(dev)
-        smem = getattr(props, "shared_memory_per_block_optin", 0) or 99 * 1024
-        return major, int(smem)
+        from fastattn.runtime import device_info  # the one owner of device facts (smem table included)
+        info = device_info(x.device)
+        return (info.capability or (8, 0))[0], info.smem_per_block or 99 * 1024
     except Exception:  # noqa: BLE001 - prune must never fail the launch
         return 8, 99 * 1024
 
@@ -109,10 +83,16 @@ def _elem_bytes(t) -> int:
         return 2
 
 
+def acc_per_thread(c) -> float:
+    """fp32 accumulator values each thread holds for config ``c``."""
+    return c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] / (32 * c.num_warps)
+
+
 def prune_configs(configs, named_args, **kwargs):
     """Keep the configs of this device's list that fit its shared memory and the problem.
 
     * arch: sm_90+ gets :data:`CONFIGS_SM90`, everything else :data:`CONFIGS_SM80`;
+    * registers: at most :data:`MAX_ACC_PER_THREAD` accumulator values per thread (more spilled);
     * shared memory: ``stages * (BLOCK_M + BLOCK_N) * BLOCK_K * elem_bytes`` must fit;
     * problem size: tiles much larger than ``M`` (few tokens) or ``N`` waste the machine, so a config
       whose ``BLOCK_M`` exceeds ``max(32, next_pow2(M))`` is dropped (likewise ``BLOCK_N``); fp32
@@ -120,7 +100,7 @@ def prune_configs(configs, named_args, **kwargs):
     Always returns at least one config (the smallest surviving one of the arch list).
     """
     args = {**named_args, **kwargs}  # the autotuner passes positional args in named_args, the rest as kwargs
-    major, smem = _device_facts()
+    major, smem = _device_facts(args["x_ptr"])
     ids = _SM90_IDS if major >= 9 else _SM80_IDS
     arch = [c for c in configs if id(c) in ids] or list(configs)
     M, N = int(args["M"]), int(args["N"])
@@ -131,7 +111,7 @@ def prune_configs(configs, named_args, **kwargs):
     for c in arch:
         kw = c.kwargs
         need = c.num_stages * (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * eb
-        if need > smem:
+        if need > smem or acc_per_thread(c) > MAX_ACC_PER_THREAD:
             continue
         if kw["BLOCK_M"] > m_cap or kw["BLOCK_N"] > n_cap:
             continue
@@ -139,19 +119,20 @@ def prune_configs(configs, named_args, **kwargs):
             continue
         keep.append(c)
     if not keep:
-        keep = [min(arch, key=lambda c: c.num_stages * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"])
-                    * c.kwargs["BLOCK_K"])]
+        keep = [min(arch, key=lambda c: (acc_per_thread(c) > MAX_ACC_PER_THREAD, c.num_stages
+                                         * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"]) * c.kwargs["BLOCK_K"]))]
     return keep
 
 
 # ---------------------------------------------------------------------------------------------- kernel
 @triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})
 @triton.jit
-def _linear_act_kernel(
+def linear_act_kernel(
     x_ptr, w_ptr, b_ptr, r_ptr, y_ptr,
     M, N, K, M_BUCKET,
     stride_xm, stride_xk,
     stride_wn, stride_wk,
+    stride_bn,
     stride_rm, stride_rn,
     stride_ym, stride_yn,
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
@@ -214,9 +195,9 @@ def _linear_act_kernel(
 
     # epilogue, fp32: bias -> activation -> residual -> one rounding
     if HAS_BIAS:
-        bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        bias = tl.load(b_ptr + offs_n.to(tl.int64) * stride_bn, mask=n_ok, other=0.0).to(tl.float32)
         acc += bias[None, :]
-    acc = _apply_activation(acc, ACTIVATION)
+    acc = apply_activation(acc, ACTIVATION)
     om = offs_m.to(tl.int64)
     on = offs_n.to(tl.int64)
     if HAS_RESIDUAL:
@@ -227,15 +208,9 @@ def _linear_act_kernel(
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
-#: the autotuned entry (GPU); the interpreter launches :func:`_linear_act_kernel` with CONFIG_INTERPRET
+#: the autotuned entry (GPU); the interpreter launches :func:`linear_act_kernel` with CONFIG_INTERPRET
 linear_act_kernel_tuned = triton.autotune(
     configs=_ALL_CONFIGS,
     key=["M_BUCKET", "N", "K", "HAS_BIAS", "HAS_RESIDUAL", "ACTIVATION", "IEEE_FP32", "W_CONTIG_N"],
     prune_configs_by={"early_config_prune": prune_configs},
-)(_linear_act_kernel)
-
-linear_act_kernel = _linear_act_kernel
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+)(linear_act_kernel)

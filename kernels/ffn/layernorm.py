@@ -5,7 +5,7 @@ the normalisation are one pass over memory here. Statistics (mean, variance) are
 (``var = mean((h - mean)^2)``, no ``E[h^2] - mean^2`` cancellation); ``h = x + residual`` is formed in fp32
 and never rounded; the output is rounded once.
 
-Two shapes of program, chosen by the launcher (``fastattn.backends.triton_ffn``):
+Two shapes of program, chosen by the launcher (``fastattn.ffn.backends.triton``) with :func:`launch_shape`:
 
 * ``BLOCK_N >= N`` (every transformer width up to 16384): ``ROWS`` rows per program, each row held
   in registers once; one read of ``x``/``residual``, one write of ``y``.
@@ -22,10 +22,10 @@ MAX_FUSED_N = 16384
 
 
 @triton.jit
-def _residual_layernorm_kernel(
+def residual_layernorm_kernel(
     x_ptr, r_ptr, w_ptr, b_ptr, y_ptr,
     M, N, eps,
-    stride_xm, stride_xn, stride_rm, stride_rn, stride_ym, stride_yn,
+    stride_xm, stride_xn, stride_rm, stride_rn, stride_ym, stride_yn, stride_w, stride_b,
     HAS_RESIDUAL: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_N: tl.constexpr, ONE_PASS: tl.constexpr,
 ):
@@ -49,9 +49,9 @@ def _residual_layernorm_kernel(
         rstd = 1.0 / tl.sqrt(var + eps)
         y = d * rstd[:, None]
         if HAS_WEIGHT:
-            y = y * tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            y = y * tl.load(w_ptr + c64 * stride_w, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         if HAS_BIAS:
-            y = y + tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            y = y + tl.load(b_ptr + c64 * stride_b, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         tl.store(y_ptr + r64[:, None] * stride_ym + c64[None, :] * stride_yn,
                  y.to(y_ptr.dtype.element_ty), mask=mask)
     else:
@@ -87,16 +87,13 @@ def _residual_layernorm_kernel(
                 h += tl.load(rrow + cols.to(tl.int64) * stride_rn, mask=ok, other=0.0).to(tl.float32)
             y = (h - mean) * rstd
             if HAS_WEIGHT:
-                y = y * tl.load(w_ptr + cols, mask=ok, other=0.0).to(tl.float32)
+                y = y * tl.load(w_ptr + cols.to(tl.int64) * stride_w, mask=ok, other=0.0).to(tl.float32)
             if HAS_BIAS:
-                y = y + tl.load(b_ptr + cols, mask=ok, other=0.0).to(tl.float32)
+                y = y + tl.load(b_ptr + cols.to(tl.int64) * stride_b, mask=ok, other=0.0).to(tl.float32)
             tl.store(yrow + cols.to(tl.int64) * stride_yn, y.to(y_ptr.dtype.element_ty), mask=ok)
 
 
-residual_layernorm_kernel = _residual_layernorm_kernel
-
-
-def launch_shape(N: int, interpret: bool = False):
+def launch_shape(N: int):
     """``(ROWS, BLOCK_N, ONE_PASS, num_warps)`` for a row width ``N``."""
     if N <= MAX_FUSED_N:
         block_n = max(16, triton.next_power_of_2(N))

@@ -1,0 +1,239 @@
+"""Launch configurations of the attention kernels: named config lists, the resource model and the
+prune of the autotuned prefill kernel, the autotuned-kernel factory, and the fixed launch rules of the
+decode pair (tile, split count, combine warps). Plain Python: nothing here is device code.
+"""
+
+from __future__ import annotations
+
+import triton
+
+#: The largest ``Lq`` the launcher sends to the decode kernel (more rows per head: the prefill
+#: kernel's tiles fill up).
+DECODE_MAX_LQ = 16
+#: Upper bound of ``num_splits`` (the combine loads all partials of a row at once).
+MAX_SPLITS = 32
+#: Fewest keys per split the heuristic aims for (below this the combine costs more than it saves).
+MIN_KEYS_PER_SPLIT = 256
+
+
+# ------------------------------------------------------------------------------- configs and prune
+def _cfg(bm: int, bn: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+
+
+#: Ampere (sm_80/86/89): cp.async pipelining, mma.sync; 2-3 stages fit the 100-164 KB of shared memory,
+#: the unpipelined 1-stage tiles are for head dim 256 on the 100 KB parts (sm_86/89).
+CONFIGS_SM80 = ([_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for s in (2, 3)]
+                + [_cfg(64, 32, 8, 1), _cfg(64, 64, 8, 1)])
+#: Hopper (sm_90): wgmma wants 64-row warpgroup tiles; deeper pipelines (228 KB shared memory). The
+#: BLOCK_N=32 / 8-warp tiles are the ones that fit head dim 256 without spilling.
+CONFIGS_SM90 = ([_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (64, 128) for w in (4, 8) for s in (2, 3, 4)]
+                + [_cfg(64, 32, 8, 2), _cfg(64, 32, 8, 3), _cfg(128, 32, 8, 2)])
+#: The interpreter (TRITON_INTERPRET=1): one small fixed config, no autotuning.
+CONFIG_INTERPRET = _cfg(32, 32, 4, 1)
+
+
+def keep(conf: triton.Config, capability=None, block_d: int = 128) -> bool:
+    """Static rule (as the Triton tutorial's ``keep``): on Hopper a wgmma warpgroup (4 warps) owns 64
+    query rows, so 8 warps need ``BLOCK_M >= 128``; except at head dim 256, where 4 warps cannot hold
+    the accumulator and the second warpgroup splits the columns instead."""
+    bm = conf.kwargs["BLOCK_M"]
+    if capability is not None and capability[0] == 9 and conf.num_warps == 8 and bm < 128 and block_d < 256:
+        return False
+    if capability is not None and capability[0] == 8 and bm >= 128 and block_d >= 256:
+        return False  # sm_80 (mma.sync, Q in registers): 128-row tiles spill at head dim 256 (compile-only)
+    return True
+
+
+def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: int, smem_bytes: int,
+                dense_mode: int = 0, key_mask: bool = False) -> bool:
+    """Resource model, calibrated on ptxas output of compile-only builds (fp16, triton 3.9, sm_90 every
+    config x head dim; see ``benchmarks/notes/triton_attention.md``). Shared memory: the K/V pipeline
+    plus the Q tile (exact for stages >= 2). Registers per thread: the fp32 accumulator, the score tile
+    (counted twice: scores and probabilities), Q, and the K/V tile addresses (one 32-bit offset per
+    16-byte vector, live across the loop). Above 232 the kernel spilled; at the 224 the model had
+    before this term, 64x128/4-warp and 128x128/8-warp tiles at head dim 128 were kept and spilled.
+    Head dim 256 with BLOCK_N >= 64 spilled with more than 2 stages (not captured by the formula). A
+    dense mask (``dense_mode`` 1/2) or a key mask adds its tile of offsets/values/keep flags: two more
+    score-tile terms (calibrated on bool/float/key masks at head dims 64/80/128)."""
+    bm, bn = conf.kwargs["BLOCK_M"], conf.kwargs["BLOCK_N"]
+    stages = max(conf.num_stages, 1)
+    smem = stages * bn * (block_d + block_dv) * elem_bytes + bm * block_d * elem_bytes
+    threads = 32 * conf.num_warps
+    regs = ((bm * block_dv + 2 * bm * bn) / threads + bm * block_d * elem_bytes / 4 / threads
+            + bn * (block_d + block_dv) * elem_bytes / 16 / threads)
+    if dense_mode or key_mask:
+        regs += 2 * bm * bn / threads
+    if max(block_d, block_dv) >= 256 and stages > 2 and bn >= 64:
+        return False
+    return smem <= smem_bytes and regs <= 232
+
+
+def prune_configs(configs, named_args, **kwargs):
+    """``early_config_prune`` for ``triton.autotune``: drop configs whose tiles do not fit this GPU or
+    this head dim, and query blocks much taller than the (bucketed) query length (decode: Lq = 1)."""
+    args = {**named_args, **kwargs}
+    block_d, block_dv = args["BLOCK_D"], args["BLOCK_DV"]
+    elem = args["Q"].element_size()
+    from fastattn.runtime import device_info  # the one owner of device facts (smem table included)
+    info = device_info(args["Q"].device)
+    cap, smem = info.capability, info.smem_per_block
+    lq = args["LQ_BUCKET"]
+    dense, km = args.get("DENSE_MODE", 0), bool(args.get("HAS_KEY_MASK", False))
+    ok = [c for c in configs
+          if keep(c, cap, block_d) and config_fits(c, block_d, block_dv, elem, smem, dense, km)]
+    short = [c for c in ok if c.kwargs["BLOCK_M"] <= max(lq, 64)]
+    ok = short or ok
+    if not ok:  # nothing fits the model: take the smallest tile with the most warps
+        ok = [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], -c.num_warps, c.num_stages))]
+    return ok
+
+
+AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "IS_CAUSAL", "HAS_KEY_LENS",
+                "HAS_KEY_MASK", "DENSE_MODE", "FAST_SCALE", "HAS_DROPOUT"]
+
+_autotuned = {}
+
+
+def configs_for(capability) -> list:
+    """The named config list for a compute capability (sm_90 list on Hopper and newer)."""
+    return CONFIGS_SM90 if capability[0] >= 9 else CONFIGS_SM80
+
+
+def autotuned_kernel(capability):
+    """``_attn_fwd_kernel`` under ``triton.autotune`` with the config list of ``capability``."""
+    from .fwd import _attn_fwd_kernel
+    major = 9 if capability[0] >= 9 else 8
+    if major not in _autotuned:
+        _autotuned[major] = triton.autotune(
+            configs=configs_for(capability), key=AUTOTUNE_KEY,
+            prune_configs_by={"early_config_prune": prune_configs})(_attn_fwd_kernel)
+    return _autotuned[major]
+
+
+# ------------------------------------------------------------------------------ decode launch policy
+def decode_block_m(group: int, Lq: int, elem_bytes: int = 2) -> int:
+    """Packed rows per program: ``group * Lq`` rounded up to a power of two, 16..64; fp32
+    (``elem_bytes == 4``) always 16: its FMA dots hold whole operand rows per thread and spilled at 32
+    and 64 rows from head dim 128 on (compile-only scans, sm_80/sm_90); more row blocks then read K/V
+    more than once, which the slow exact fp32 path can afford."""
+    if elem_bytes >= 4:
+        return 16
+    rows = group * Lq
+    return min(64, max(16, 1 << (rows - 1).bit_length()))
+
+
+def decode_config(block_m: int, block_d: int, block_dv: int, elem_bytes: int, capability, smem_bytes: int):
+    """``(BLOCK_N, num_warps, num_stages)`` for the decode kernel: a fixed rule, not autotuned (the
+    kernel streams K/V; the knobs are bytes in flight per SM and fitting shared memory). Deep
+    pipelines on sm_90 / sm_80 (3 stages of ``BLOCK_N x (D + Dv)``), shrunk until the stages plus the
+    Q tile fit ``smem_bytes``. Compile-only checks: ``tests/test_triton_decode.py``."""
+    if capability is None:  # interpreter
+        return 32, 4, 1
+    d = max(block_d, block_dv)
+    if elem_bytes == 4:
+        # fp32 (IEEE FMA dots): ptxas spills erratically in this space with 4 warps (compile-only
+        # scans, triton 3.9, sm_80 and sm_90: e.g. D128 4 warps spills at BLOCK_N 32 on one arch and
+        # 64 on the other, and a one-instruction change of the kernel moves the cliff); 8 warps halve
+        # the per-thread tiles and these are the points that did not spill on either arch
+        bn = 64 if d == 128 else 32
+        stages = 2 if d == 128 else 3
+        warps = 8
+    else:
+        bn = 64 if d <= 128 else 32
+        stages = 4 if capability[0] >= 9 and d <= 64 else 3
+        warps = 4 if block_m <= 32 else 8
+
+    def smem(bn_, st_):
+        return st_ * bn_ * (block_d + block_dv) * elem_bytes + block_m * block_d * elem_bytes
+
+    while smem(bn, stages) > smem_bytes and stages > 2:
+        stages -= 1
+    while smem(bn, stages) > smem_bytes and bn > 16:
+        bn //= 2
+    if smem(bn, stages) > smem_bytes:
+        stages = 1  # fp32 at head dim 256 with 64 packed rows on a 100 KB part: unpipelined
+    return bn, warps, stages
+
+
+def combine_warps(block_s: int, block_dv: int) -> int:
+    """Warps of the combine kernel: 8 once the ``BLOCK_S x BLOCK_DV`` fp32 partial tile exceeds 32
+    values per thread of 4 warps (triton 3.6 spilled 8 bytes at 32 x 256 with 4 warps on sm_90)."""
+    return 8 if block_s * block_dv > 4096 else 4
+
+
+def choose_num_splits(programs: int, n_sm: int, Lk: int) -> int:
+    """Split count for a grid of ``programs`` (batch x KV head x row blocks) programs per split: enough
+    for about two programs per SM, a power of two (so it changes only when ``Lk`` or the batch crosses
+    a power of two), at most ``MAX_SPLITS`` and at most one per ``MIN_KEYS_PER_SPLIT`` keys."""
+    if programs >= n_sm or Lk <= MIN_KEYS_PER_SPLIT:
+        return 1
+    want = -(-2 * n_sm // programs)
+    want = 1 << (want - 1).bit_length()
+    lk_cap = max(1, (1 << (Lk - 1).bit_length()) // MIN_KEYS_PER_SPLIT)
+    return max(1, min(want, lk_cap, MAX_SPLITS))
+
+
+# --------------------------------------------------------------------------------- backward configs
+#: dK/dV (``bwd._attn_bwd_dkdv_kernel``): a program holds K, V (``BLOCK_N x E/Ev``) and the fp32 dK, dV
+#: accumulators; ``BLOCK_M`` is the query step. dQ (``bwd._attn_bwd_dq_kernel``): a program holds Q,
+#: dO and the fp32 dQ accumulator (``BLOCK_M`` rows); ``BLOCK_N`` is the key step.
+CONFIGS_BWD_DKDV_SM80 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (32, 64, 128)
+                         for w in (4, 8) for s in (1, 2, 3)]
+CONFIGS_BWD_DKDV_SM90 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (64, 128)
+                         for w in (4, 8) for s in (2, 3, 4)]
+CONFIGS_BWD_DQ_SM80 = [_cfg(bm, bn, w, s) for bm in (32, 64, 128) for bn in (16, 32, 64)
+                       for w in (4, 8) for s in (1, 2, 3)]
+CONFIGS_BWD_DQ_SM90 = [_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (16, 32, 64)
+                       for w in (4, 8) for s in (2, 3, 4)]
+#: The interpreter: one small fixed config per backward kernel, no autotuning.
+CONFIG_INTERPRET_BWD_DKDV = _cfg(32, 32, 4, 1)
+CONFIG_INTERPRET_BWD_DQ = _cfg(32, 32, 4, 1)
+
+BWD_AUTOTUNE_KEY = AUTOTUNE_KEY
+
+
+def config_kwargs(conf: triton.Config) -> dict:
+    """A config as launch kwargs (``BLOCK_M, BLOCK_N, num_warps, num_stages``)."""
+    return dict(conf.kwargs, num_warps=conf.num_warps, num_stages=conf.num_stages)
+
+
+def bwd_preprocess_block_m(block_dv: int) -> int:
+    """Rows per program of the ``delta`` preprocess (a ``BLOCK_M x BLOCK_DV`` tile of O and of dO)."""
+    return max(16, min(128, 8192 // block_dv))
+
+
+def bwd_configs_for(family: str, capability) -> list:
+    """The named backward config list (``family`` ``"dkdv"`` or ``"dq"``) for a compute capability."""
+    hopper = capability is not None and capability[0] >= 9
+    if family == "dkdv":
+        return CONFIGS_BWD_DKDV_SM90 if hopper else CONFIGS_BWD_DKDV_SM80
+    if family == "dq":
+        return CONFIGS_BWD_DQ_SM90 if hopper else CONFIGS_BWD_DQ_SM80
+    raise ValueError(f"unknown backward kernel family {family!r}")
+
+
+def prune_bwd_dkdv(configs, named_args, **kwargs):
+    return configs
+
+
+def prune_bwd_dq(configs, named_args, **kwargs):
+    return configs
+
+
+_autotuned_bwd = {}
+
+
+def autotuned_bwd_kernel(family: str, capability):
+    """``_attn_bwd_dkdv_kernel`` / ``_attn_bwd_dq_kernel`` under ``triton.autotune`` with the config list
+    of ``capability``. Both kernels overwrite their outputs (nothing accumulates into them across
+    launches), so the autotuner's repeated benchmark launches leave correct results."""
+    from .bwd import _attn_bwd_dkdv_kernel, _attn_bwd_dq_kernel
+    major = 9 if capability[0] >= 9 else 8
+    key = (family, major)
+    if key not in _autotuned_bwd:
+        kern = _attn_bwd_dkdv_kernel if family == "dkdv" else _attn_bwd_dq_kernel
+        prune = prune_bwd_dkdv if family == "dkdv" else prune_bwd_dq
+        _autotuned_bwd[key] = triton.autotune(configs=bwd_configs_for(family, capability), key=BWD_AUTOTUNE_KEY,
+                                              prune_configs_by={"early_config_prune": prune})(kern)
+    return _autotuned_bwd[key]
