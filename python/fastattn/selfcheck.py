@@ -479,14 +479,16 @@ def _driver_version() -> str:
 
 def _code_digest() -> str:
     """A digest of what a variant's result depends on besides the versions: the Triton kernel sources,
-    the attention/FFN launchers, and the built extensions (size and mtime)."""
+    the attention/FFN launchers and the built extensions, by name, size and modification time (an edited
+    source tree or a rebuilt extension invalidates the cached passes; stat only, no file read)."""
     import fastattn
     h = hashlib.sha1()
     pkg = os.path.dirname(fastattn.__file__)
     roots = [os.path.join(pkg, "attention", "backends"), os.path.join(pkg, "ffn")]
-    try:
-        import fastattn.kernels as K
-        roots.append(os.path.dirname(K.__file__))
+    try:  # located, not imported
+        import importlib.util
+        spec = importlib.util.find_spec("fastattn.kernels")
+        roots += list(spec.submodule_search_locations or []) if spec else []
     except Exception:  # noqa: BLE001
         pass
     for root in roots:
@@ -494,8 +496,8 @@ def _code_digest() -> str:
             dirnames.sort()
             for f in sorted(files):
                 if f.endswith(".py"):
-                    with open(os.path.join(dirpath, f), "rb") as fh:
-                        h.update(f.encode() + b"\0" + fh.read())
+                    st = os.stat(os.path.join(dirpath, f))
+                    h.update(f"{os.path.relpath(os.path.join(dirpath, f), root)}:{st.st_size}:{st.st_mtime_ns};".encode())
     for f in sorted(os.listdir(pkg)):
         if f.startswith("_C") and f.endswith((".so", ".pyd")):
             st = os.stat(os.path.join(pkg, f))
