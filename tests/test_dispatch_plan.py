@@ -256,16 +256,6 @@ def test_explain_names_the_chosen_backend_and_the_reasons():
     assert f"-> {chosen}" in text and "cuda:" in text and "unavailable" in text
 
 
-def test_fastattn_log_names_the_backend(monkeypatch, caplog):
-    import logging
-    monkeypatch.setenv("FASTATTN_LOG", "1")
-    q, k, v = _qkv(Lq=3, Lk=9, seed=7)
-    with caplog.at_level(logging.INFO, logger="fastattn"):
-        fastattn.attention(q, k, v)
-    chosen = dispatch.select("attention", normalize_attention(q, k, v)).name
-    assert any(f"-> {chosen}" in r.getMessage() for r in caplog.records), caplog.records
-
-
 def test_sdpa_equivalence_of_torch_backend_outputs():
     q, k, v = _qkv(Lq=6, Lk=6)
     torch.testing.assert_close(fastattn.attention(q, k, v, is_causal=True),

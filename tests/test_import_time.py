@@ -58,9 +58,5 @@ def test_demo_help_imports_no_transformers():
     assert _imported_after(code, ["transformers"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="core: fastattn.dispatch decorates with torch.compiler.assume_constant_result, "
-                                       "which imports torch._dynamo (and through it triton, sympy): ~1.2 s of the "
-                                       "~1.3 s fastattn adds (benchmarks/results/import_time_culprits.txt); remove "
-                                       "this mark when it is lazy")
 def test_import_fastattn_does_not_import_dynamo_or_triton():
     assert _imported_after("import fastattn", ["torch._dynamo", "triton", "sympy", "transformers"]) == []

@@ -49,9 +49,6 @@ def test_unset_after_import_is_named():
     assert r.stdout.strip().startswith("TRITON_INTERPRET was unset after Triton was imported")
 
 
-@pytest.mark.xfail(strict=True, reason="core: the triton backends' probe must return "
-                                       "fastattn.triton_mode.interpreter_mismatch() (see that module); remove "
-                                       "this mark when it does")
 def test_forced_triton_call_says_why():
     r = _run(LATE + "q = torch.randn(1, 2, 16, 32)\n"
                     "try:\n    fastattn.attention(q, q, q, backend='triton')\n"
@@ -60,9 +57,6 @@ def test_forced_triton_call_says_why():
     assert "ERR" in r.stdout and "was set after Triton was imported" in r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="core: `import fastattn` imports triton (through torch._dynamo, from "
-                                       "torch.compiler.assume_constant_result in fastattn.dispatch); remove this "
-                                       "mark when it does not (checked by hand: then this passes)")
 def test_set_after_import_fastattn_but_before_first_call_works():
     r = _run("import os, torch, fastattn\n"
              "os.environ['TRITON_INTERPRET'] = '1'\n"

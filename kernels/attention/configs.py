@@ -90,7 +90,7 @@ def prune_configs(configs, named_args, **kwargs):
 
 
 AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "IS_CAUSAL", "HAS_KEY_LENS",
-                "HAS_KEY_MASK", "DENSE_MODE", "FAST_SCALE"]
+                "HAS_KEY_MASK", "DENSE_MODE", "FAST_SCALE", "HAS_DROPOUT"]
 
 _autotuned = {}
 
@@ -172,3 +172,68 @@ def choose_num_splits(programs: int, n_sm: int, Lk: int) -> int:
     want = 1 << (want - 1).bit_length()
     lk_cap = max(1, (1 << (Lk - 1).bit_length()) // MIN_KEYS_PER_SPLIT)
     return max(1, min(want, lk_cap, MAX_SPLITS))
+
+
+# --------------------------------------------------------------------------------- backward configs
+#: dK/dV (``bwd._attn_bwd_dkdv_kernel``): a program holds K, V (``BLOCK_N x E/Ev``) and the fp32 dK, dV
+#: accumulators; ``BLOCK_M`` is the query step. dQ (``bwd._attn_bwd_dq_kernel``): a program holds Q,
+#: dO and the fp32 dQ accumulator (``BLOCK_M`` rows); ``BLOCK_N`` is the key step.
+CONFIGS_BWD_DKDV_SM80 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (32, 64, 128)
+                         for w in (4, 8) for s in (1, 2, 3)]
+CONFIGS_BWD_DKDV_SM90 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (64, 128)
+                         for w in (4, 8) for s in (2, 3, 4)]
+CONFIGS_BWD_DQ_SM80 = [_cfg(bm, bn, w, s) for bm in (32, 64, 128) for bn in (16, 32, 64)
+                       for w in (4, 8) for s in (1, 2, 3)]
+CONFIGS_BWD_DQ_SM90 = [_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (16, 32, 64)
+                       for w in (4, 8) for s in (2, 3, 4)]
+#: The interpreter: one small fixed config per backward kernel, no autotuning.
+CONFIG_INTERPRET_BWD_DKDV = _cfg(32, 32, 4, 1)
+CONFIG_INTERPRET_BWD_DQ = _cfg(32, 32, 4, 1)
+
+BWD_AUTOTUNE_KEY = AUTOTUNE_KEY
+
+
+def config_kwargs(conf: triton.Config) -> dict:
+    """A config as launch kwargs (``BLOCK_M, BLOCK_N, num_warps, num_stages``)."""
+    return dict(conf.kwargs, num_warps=conf.num_warps, num_stages=conf.num_stages)
+
+
+def bwd_preprocess_block_m(block_dv: int) -> int:
+    """Rows per program of the ``delta`` preprocess (a ``BLOCK_M x BLOCK_DV`` tile of O and of dO)."""
+    return max(16, min(128, 8192 // block_dv))
+
+
+def bwd_configs_for(family: str, capability) -> list:
+    """The named backward config list (``family`` ``"dkdv"`` or ``"dq"``) for a compute capability."""
+    hopper = capability is not None and capability[0] >= 9
+    if family == "dkdv":
+        return CONFIGS_BWD_DKDV_SM90 if hopper else CONFIGS_BWD_DKDV_SM80
+    if family == "dq":
+        return CONFIGS_BWD_DQ_SM90 if hopper else CONFIGS_BWD_DQ_SM80
+    raise ValueError(f"unknown backward kernel family {family!r}")
+
+
+def prune_bwd_dkdv(configs, named_args, **kwargs):
+    return configs
+
+
+def prune_bwd_dq(configs, named_args, **kwargs):
+    return configs
+
+
+_autotuned_bwd = {}
+
+
+def autotuned_bwd_kernel(family: str, capability):
+    """``_attn_bwd_dkdv_kernel`` / ``_attn_bwd_dq_kernel`` under ``triton.autotune`` with the config list
+    of ``capability``. Both kernels overwrite their outputs (nothing accumulates into them across
+    launches), so the autotuner's repeated benchmark launches leave correct results."""
+    from .bwd import _attn_bwd_dkdv_kernel, _attn_bwd_dq_kernel
+    major = 9 if capability[0] >= 9 else 8
+    key = (family, major)
+    if key not in _autotuned_bwd:
+        kern = _attn_bwd_dkdv_kernel if family == "dkdv" else _attn_bwd_dq_kernel
+        prune = prune_bwd_dkdv if family == "dkdv" else prune_bwd_dq
+        _autotuned_bwd[key] = triton.autotune(configs=bwd_configs_for(family, capability), key=BWD_AUTOTUNE_KEY,
+                                              prune_configs_by={"early_config_prune": prune})(kern)
+    return _autotuned_bwd[key]

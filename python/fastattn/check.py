@@ -47,6 +47,9 @@ def run_check(device: Optional[str] = None, verbose: bool = False, only: Optiona
     prog = Progress("fastattn check", enabled=progress)
     failures = 0
     print(f"fastattn check on {dev}", flush=True)
+    # the on-device self-check of every kernel variant of a grid (cache ignored; passes written to it)
+    from fastattn import selfcheck
+    failures += selfcheck.sweep(dev, verbose=verbose)
     cases = list(_cases(dev))
     for name in names:
         why = dispatch.backends("attention")[name].unavailable_reason()

@@ -37,7 +37,8 @@ def env_interpreting() -> bool:
 def defined_mode() -> Optional[bool]:
     """``True``/``False``: the already-defined Triton kernels are interpreted / compiled; ``None``: none is
     defined yet (Triton not imported), so setting ``TRITON_INTERPRET`` now still takes effect."""
-    for name in _KERNEL_MODULES:
+    names = list(_KERNEL_MODULES) + [n for n in list(sys.modules) if n.startswith("fastattn.kernels.")]
+    for name in names:
         mod = sys.modules.get(name)
         if mod is None:
             continue

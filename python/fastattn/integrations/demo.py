@@ -322,7 +322,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError as e:
         print(f"fastattn demo needs torch and transformers: {e}", file=sys.stderr)
         return 2
-    from ..cli import device_problem, forced_backend_problem, one_line
+    from .._cli_checks import device_problem, forced_backend_problem, one_line
     from . import transformers_support
     why = transformers_support() or (device_problem(args.device) if args.device else None) or forced_backend_problem()
     if why is not None:

@@ -71,6 +71,16 @@ class AttnBackend(dispatch.Backend):
     def kernel_reasons(self, inp) -> List[str]:
         return []
 
+    def kernel_variant(self, inp) -> Tuple[str, ...]:
+        """What selects a different compiled kernel for ``inp`` beyond dtype, head dims, GQA group and mask
+        form (part of the on-device self-check's variant key, :mod:`fastattn.selfcheck`)."""
+        return ()
+
+    def self_check_lengths(self, inp) -> Tuple[Tuple[int, int], ...]:
+        """``(Lq, Lk)`` of the small problems the self-check runs for ``inp``'s variant: the kernel path
+        ``inp`` takes, with partial tiles."""
+        return ((40, 72),)
+
     def capabilities(self):
         caps = super().capabilities()
         dims = self.head_dims()
