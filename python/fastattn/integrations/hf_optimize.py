@@ -365,7 +365,8 @@ def optimize(model, *, attention: bool = True, ffn=True, unpad: bool = True):
         raise
     object.__setattr__(model, _STATE_ATTR, state)
     for line in state.report:
-        (logger.info if "not swapped" not in line and "left as is" not in line else logger.warning)(
+        (logger.info if "not swapped" not in line and "left as is" not in line and "not applied" not in line
+         else logger.warning)(
             f"fastattn.optimize: {line}")
     return model
 

@@ -93,9 +93,11 @@ class TorchVarlen(VarlenBackend):
                 q0 += empty
                 if q0 == q1:
                     continue
-            qb = q[q0:q1].transpose(0, 1)  # (Hq, lq', E) views of the packed tensors
-            kb = k[k0:k1].transpose(0, 1)
-            vb = v[k0:k1].transpose(0, 1)
+            # (1, H, l, E) views of the packed tensors: 4-D, because PyTorch's CPU SDPA takes its fused
+            # (flash) kernel for 4-D inputs only; 3-D ones run the unfused math path
+            qb = q[q0:q1].transpose(0, 1).unsqueeze(0)
+            kb = k[k0:k1].transpose(0, 1).unsqueeze(0)
+            vb = v[k0:k1].transpose(0, 1).unsqueeze(0)
             n = q1 - q0
             mask, causal = None, False
             if inp.causal:
@@ -107,7 +109,7 @@ class TorchVarlen(VarlenBackend):
                     mask = _bottom_right(n, lk, q.device)
             o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=inp.dropout_p,
                                                is_causal=causal, scale=inp.scale, enable_gqa=gqa)
-            pieces.append(o.transpose(0, 1))
+            pieces.append(o[0].transpose(0, 1))
         if not pieces:
             return q.new_zeros((q.shape[0], Hq, Ev))
         if len(pieces) == 1:
