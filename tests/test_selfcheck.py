@@ -227,37 +227,21 @@ def test_fault_injection_rejects_what_it_cannot_do(monkeypatch, value):
 
 
 # ------------------------------------------------------------------------------------- backward
-class _FusedBwdTriton(type(dispatch.backends("attention")["triton"])):
-    """The Triton forward with a stand-in fused backward (the analytic gradients in float64, ``dq_scale``
-    times dq): tests the bwd variant's check until the fused backward kernel lands."""
+class _BwdTriton(type(dispatch.backends("attention")["triton"])):
+    """The Triton backend with its fused backward's dq optionally made wrong (``dq_scale``): a real
+    kernel result, perturbed, for the bwd variant's check."""
 
-    SUPPORTS_BACKWARD = True
     dq_scale = 1.0
 
     def launch_bwd(self, inp, out, lse, dout, rng=(0, 0)):
-        from fastattn.reference import expand_kv, scores_and_keep
-        cd = torch.float64
-        B, Hq, Hkv, Lk = inp.B, inp.Hq, inp.Hkv, inp.Lk
-        q, k, v = inp.query.to(cd), expand_kv(inp.key.to(cd), Hq), expand_kv(inp.value.to(cd), Hq)
-        s, row_has = scores_and_keep(inp, q, k)
-        if row_has is not None:
-            s = s.masked_fill(~row_has, 0.0)
-        p = torch.softmax(s, -1)
-        if row_has is not None:
-            p = p * row_has
-        do = dout.to(cd)
-        dp = do @ v.transpose(-2, -1)
-        ds = p * (dp - (dp * p).sum(-1, keepdim=True))
-        dq = ds @ k * inp.scale * self.dq_scale
-        dk = (ds.transpose(-2, -1) @ q * inp.scale).view(B, Hkv, Hq // Hkv, Lk, -1).sum(2)
-        dv = (p.transpose(-2, -1) @ do).view(B, Hkv, Hq // Hkv, Lk, -1).sum(2)
-        return dq.to(inp.dtype), dk.to(inp.dtype), dv.to(inp.dtype)
+        dq, dk, dv = super().launch_bwd(inp, out, lse, dout, rng)
+        return dq * self.dq_scale, dk, dv
 
 
 @pytest.fixture
-def fused_bwd_triton():
+def bwd_triton():
     original = dispatch.backends("attention")["triton"]
-    b = dispatch.register(_FusedBwdTriton())
+    b = dispatch.register(_BwdTriton())
     dispatch.reset()
     yield b
     dispatch.register(original)
@@ -266,8 +250,8 @@ def fused_bwd_triton():
 
 @needs_triton
 @pytest.mark.parametrize("broken", [False, True])
-def test_the_fused_backward_is_checked_as_its_own_variant(fused_bwd_triton, checks, broken):
-    fused_bwd_triton.dq_scale = 1.05 if broken else 1.0
+def test_the_fused_backward_is_checked_as_its_own_variant(bwd_triton, checks, broken):
+    bwd_triton.dq_scale = 1.05 if broken else 1.0
     q, k, v = (t.requires_grad_(True) for t in _qkv())
     fwd, bwd = ("attention:triton:fwd:float32:d32:g1:causal_top_left:prefill",
                 "attention:triton:bwd:float32:d32:g1:causal_top_left:prefill")
@@ -284,12 +268,23 @@ def test_the_fused_backward_is_checked_as_its_own_variant(fused_bwd_triton, chec
     grads = torch.autograd.grad(out, (q, k, v), g)
     leaves64 = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
     grads64 = torch.autograd.grad(reference.attention(*leaves64, is_causal=True), leaves64, g.double())
-    for a, b in zip(grads, grads64):  # the served backward is right: the stand-in, or torch's after a failure
+    for a, b in zip(grads, grads64):  # the served backward is right: triton's, or torch's after a failure
         assert (a.double() - b).abs().max() < 1e-5
     # without gradients only the forward variant runs: it passed, so triton still serves it
     with torch.no_grad():
         assert plan_for(normalize_attention(q, k, v, None, 0.0, True, None, False)).backend.name == "triton"
     assert checks == [fwd, bwd]
+
+
+@needs_triton
+def test_a_dropout_variant_is_checked_with_the_kernels_own_keep_mask(checks):
+    q, k, v = _qkv(dtype=torch.float16)
+    torch.manual_seed(0)
+    out = fastattn.attention(q, k, v, dropout_p=0.3, backend="triton")
+    assert checks == ["attention:triton:fwd:float16:d32:g1:none:prefill:dropout"]
+    assert selfcheck.status()[f"{selfcheck._dev(DEV)}|{checks[0]}"]["state"] == "passed"
+    torch.manual_seed(0)
+    assert torch.equal(out, fastattn.attention(q, k, v, dropout_p=0.3, backend="triton"))  # RNG stream untouched
 
 
 # ------------------------------------------------------------------------------------------- cache file
@@ -438,8 +433,16 @@ def test_sweep_enumerates_variants_and_records_passes(monkeypatch):
     failures = selfcheck.sweep(DEV, head_dims=(64,), dtypes=(torch.float16,), out=lines.append)
     assert failures == 0
     if TRITON_REASON is None:
-        assert len(ran) == len(set(ran)) == (19 if DEV.type == "cpu" else 38)  # 11 prefill + 8 decode mask forms per group
+        # 11 prefill + 8 decode mask forms per GQA group (CPU: group 1, forward only; GPU: groups 1, 2,
+        # forward and backward, without and with dropout: 11 more prefill forms)
+        assert len(ran) == len(set(ran)) == (19 if DEV.type == "cpu" else 2 * 2 * (19 + 11))
         assert "attention:triton:fwd:float16:d64:g1:causal_bottom_right+key_lengths_int32:decode:q1" in ran
         assert "attention:triton:fwd:float16:d64:g1:dense_float32:prefill" in ran
         assert set(ran) <= _passed_in_file()
         assert any("triton" in ln and f"{len(ran)} variants, 0 failed" in ln for ln in lines)
+        if DEV.type == "cpu":
+            ran.clear()
+            selfcheck.sweep(DEV, head_dims=(64,), dtypes=(torch.float16,), backward=True, dropout=True,
+                            out=lines.append)
+            assert len(ran) == len(set(ran)) == 2 * (19 + 11)
+            assert "attention:triton:bwd:float16:d64:g1:key_mask:prefill:dropout" in ran

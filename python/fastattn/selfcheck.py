@@ -413,11 +413,11 @@ def _check_attention(b, inp, direction: str) -> Result:
                                          device=dev)
             try:
                 out = empty_out(small.query, small.value, False)
-                lse = b.launch(small, out, rng)
+                lse = b.check_launch(small, out, rng)
                 grads = None
                 if direction == "bwd":
                     dout = torch.randn(out.shape, generator=g).to(device=dev, dtype=out.dtype)
-                    grads = tuple(b.launch_bwd(small, out, lse, dout, rng=rng))
+                    grads = tuple(b.check_launch_bwd(small, out, lse, dout, rng=rng))
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
             except Exception as e:  # noqa: BLE001 - a kernel that raises on this device failed its check
@@ -607,7 +607,7 @@ def _write_pass(device, key: str, res: Result) -> None:
 
 
 # ----------------------------------------------------------------------------- fault injection (tests)
-_ARMED: Dict[Tuple[str, str], Callable] = {}
+_ARMED: Dict[Tuple[str, str], object] = {}  # (backend, op) -> the backend object armed
 _FAULT_SEEN: List[Optional[str]] = [None]
 
 
@@ -630,21 +630,19 @@ def _sync_fault_injection() -> None:
     _FAULT_SEEN[0] = raw
     for name, op in list(_ARMED):
         if (name, op) not in want:
-            b = dispatch.backends(op)[name]
+            b = _ARMED.pop((name, op))
             b.__dict__.pop("launch", None)
-            del _ARMED[(name, op)]
+            b.__dict__.pop("check_launch", None)
     for name, op in want - set(_ARMED):
         b = dispatch.backends(op)[name]
-        real = type(b).launch.__get__(b)
-
-        def perturbed(inp, out, rng=(0, 0), _real=real):
-            lse = _real(inp, out, rng)
-            if out.dim() == 4 and out.shape[2] > 0:
-                out[:, :, :1, :] += 1.0  # the real kernel result, made wrong
-            return lse
-
-        b.launch = perturbed
-        _ARMED[(name, op)] = perturbed
+        for attr in ("launch", "check_launch"):  # real calls, and the self-check's own launches
+            def perturbed(inp, out, rng=(0, 0), _real=getattr(type(b), attr).__get__(b)):
+                lse = _real(inp, out, rng)
+                if out.dim() == 4 and out.shape[2] > 0:
+                    out[:, :, :1, :] += 1.0  # the real kernel result, made wrong
+                return lse
+            setattr(b, attr, perturbed)
+        _ARMED[(name, op)] = b
         warnings.warn(f"fastattn: FAULT INJECTION armed ({ENV_FAULT}={raw}): the {name} {op} kernel's results "
                       "are deliberately wrong", FaultInjectionWarning, stacklevel=4)
 
@@ -669,20 +667,24 @@ def _sweep_masks(dev, dtype, Hq: int, Lq: int, Lk: int):
 
 
 def sweep(device, *, op: str = "attention", head_dims: Optional[Tuple[int, ...]] = None,
-          dtypes: Optional[Tuple[torch.dtype, ...]] = None, out: Callable[[str], None] = print,
-          verbose: bool = False) -> int:
+          dtypes: Optional[Tuple[torch.dtype, ...]] = None, backward: Optional[bool] = None,
+          dropout: Optional[bool] = None, out: Callable[[str], None] = print, verbose: bool = False) -> int:
     """``fastattn check``'s explicit form: self-check every variant of a grid — each usable kernel
     backend x dtype x head dim (the backend's compiled ones, else :data:`SWEEP_HEAD_DIMS`) x GQA group
     {1, 2} x mask form (none, causal both ways, key lengths int32/int64, +causal, key mask, +causal,
-    dense bool/float) x kernel path (prefill, decode) x fwd/bwd — whatever the cache file says, and
-    record passes in it. On CPU tensors (the Triton interpreter, a test mode) the grid is float32, head
-    dim 64, no GQA. Returns the number of failed variants."""
+    dense bool/float) x kernel path (prefill, decode) x without/with dropout (backends with in-kernel
+    dropout) x fwd/bwd (backends with a fused backward) — whatever the cache file says, and record
+    passes in it. On CPU tensors (the Triton interpreter, a test mode, about a second a check) the
+    default grid is float32, head dim 64, no GQA, forward only, no dropout. Returns the number of
+    failed variants."""
     from .inputs import AttentionInputs
     device = device if isinstance(device, torch.device) else torch.device(device)
     dev = _dev(device)
     groups = (1, 2)
-    if device.type != "cuda":  # the Triton interpreter (a test mode, ~1 s a check): a smaller grid
+    if device.type != "cuda":
         head_dims, dtypes, groups = head_dims or (64,), dtypes or (torch.float32,), (1,)
+        backward = False if backward is None else backward
+        dropout = False if dropout is None else dropout
     failures = 0
     for name, b in dispatch.backends(op).items():
         if name in NEVER_CHECKED:
@@ -693,6 +695,8 @@ def sweep(device, *, op: str = "attention", head_dims: Optional[Tuple[int, ...]]
         hds = head_dims or (tuple(dims) if not isinstance(dims, range) else
                             tuple(d for d in SWEEP_HEAD_DIMS if d in dims))
         dts = dtypes or b.DTYPES or (torch.float32,)
+        directions = ["fwd", "bwd"] if (b.SUPPORTS_BACKWARD and backward is not False) else ["fwd"]
+        ps = (0.0, 0.25) if (b.SUPPORTS_DROPOUT and dropout is not False) else (0.0,)
         seen, ran, failed = set(), 0, []
         t0 = time.perf_counter()
         for dtype in dts:
@@ -703,23 +707,24 @@ def sweep(device, *, op: str = "attention", head_dims: Optional[Tuple[int, ...]]
                         for mask in _sweep_masks(device, dtype, 2 * group, Lq, Lk):
                             q = torch.zeros(2, 2 * group, Lq, E, dtype=dtype, device=device)
                             kv = torch.zeros(2, 2, Lk, E, dtype=dtype, device=device)
-                            rep = AttentionInputs(q, kv, kv, mask, 0.0, 1.0 / math.sqrt(E), tuple(q.shape))
-                            if dispatch.reasons_against(op, name, rep, auto=False):
-                                continue
-                            for direction in (["fwd", "bwd"] if b.SUPPORTS_BACKWARD else ["fwd"]):
-                                key = _attention_key(b, rep, direction)
-                                if key in seen:
+                            for p in ps:
+                                rep = AttentionInputs(q, kv, kv, mask, p, 1.0 / math.sqrt(E), tuple(q.shape))
+                                if dispatch.reasons_against(op, name, rep, auto=False):
                                     continue
-                                seen.add(key)
-                                res = run_check(op, b, rep, direction)
-                                _record(device, dev, key, res)
-                                ran += 1
-                                if not res.passed:
-                                    failed.append(key)
-                                    out(f"  {name:7} self-check FAIL {key}: {res.reason()}")
-                                elif verbose:
-                                    out(f"  {name:7} self-check ok {key} (max err {res.max_err:.3g} <= "
-                                        f"{res.bound:.3g}, {res.seconds * 1e3:.1f} ms)")
+                                for direction in directions:
+                                    key = _attention_key(b, rep, direction)
+                                    if key in seen:
+                                        continue
+                                    seen.add(key)
+                                    res = run_check(op, b, rep, direction)
+                                    _record(device, dev, key, res)
+                                    ran += 1
+                                    if not res.passed:
+                                        failed.append(key)
+                                        out(f"  {name:7} self-check FAIL {key}: {res.reason()}")
+                                    elif verbose:
+                                        out(f"  {name:7} self-check ok {key} (max err {res.max_err:.3g} <= "
+                                            f"{res.bound:.3g}, {res.seconds * 1e3:.1f} ms)")
         failures += len(failed)
         out(f"  {name:7} {op} self-check: {ran} variants, {len(failed)} failed "
             f"({time.perf_counter() - t0:.1f} s; passes recorded in {cache_path()})")

@@ -307,15 +307,66 @@ class TritonAttention(AttnBackend):
         return attn_bwd_triton(inp.query, inp.key, inp.value, out, lse, dout, inp.mask, inp.scale,
                                dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1])
 
+    def check_launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
+        tiles = None if _decode_path(inp) else _check_tiles(inp, "fwd")
+        if tiles is not None:
+            try:
+                return _attn_fwd_triton(inp, out, tiles, dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1])
+            except Exception:  # noqa: BLE001 - the pinned tile does not build here: the real calls' path decides
+                pass
+        return type(self).launch(self, inp, out, rng)
+
+    def check_launch_bwd(self, inp, out, lse, dout, rng=(0, 0)):
+        tiles = _check_tiles(inp, "bwd")
+        if tiles is not None:
+            try:
+                from .triton_bwd import attn_bwd_triton
+                return attn_bwd_triton(inp.query, inp.key, inp.value, out, lse, dout, inp.mask, inp.scale,
+                                       dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1], config=tiles)
+            except Exception:  # noqa: BLE001
+                pass
+        return type(self).launch_bwd(self, inp, out, lse, dout, rng)
+
     def kernel_variant(self, inp):
-        if inp.Lq <= DECODE_MAX_LQ and inp.mask.dense is None:
+        if _decode_path(inp):
             return ("decode", f"q{inp.Lq}")  # the decode kernel's row tile depends on group * Lq
         return ("prefill",) if inp.scale > 0 else ("prefill", "scale<=0")  # FAST_SCALE
 
     def self_check_lengths(self, inp):
-        if inp.Lq <= DECODE_MAX_LQ and inp.mask.dense is None:
+        if _decode_path(inp):
             return ((inp.Lq, 72), (inp.Lq, 300))  # one KV split; split-KV + the combine kernel
         return ((40, 72),)
+
+
+def _check_tiles(inp, direction: str) -> Optional[dict]:
+    """Fixed tiles for the on-device self-check on a GPU: the smallest tile of each kernel's config list
+    that the resource model keeps (forward) / the smallest (backward kernels): one compile, which the real
+    calls' autotuning shares, instead of autotuning the check's own small shape. ``None`` under the
+    interpreter (one fixed tile there anyway)."""
+    cap = device_info(inp.device).capability
+    if cap is None:
+        return None
+    from fastattn.kernels import attention as K
+
+    def smallest(confs):
+        c = min(confs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_warps, c.num_stages))
+        return K.config_kwargs(c)
+
+    if direction == "bwd":
+        return {family: smallest(K.bwd_configs_for(family, cap)) for family in ("dkdv", "dq")}
+    bd, bdv = max(16, _next_pow2(inp.E)), max(16, _next_pow2(inp.Ev))
+    dense = inp.mask.dense
+    dense_mode = 0 if dense is None else (1 if dense.dtype == torch.bool else 2)
+    smem = device_info(inp.device).smem_per_block
+    confs = K.configs_for(cap)
+    fit = [c for c in confs if K.keep(c, cap, bd) and K.config_fits(
+        c, bd, bdv, inp.query.element_size(), smem, dense_mode, inp.mask.key_mask is not None)]
+    return smallest(fit or confs)
+
+
+def _decode_path(inp) -> bool:
+    """Whether ``_attn_fwd_triton`` runs ``inp`` on the decode kernels (as its own routing decides)."""
+    return inp.Lq <= DECODE_MAX_LQ and inp.mask.dense is None and not inp.dropout_p > 0
 
 
 __all__ = ["TritonAttention", "_attn_fwd_triton"]
