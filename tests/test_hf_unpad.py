@@ -65,7 +65,7 @@ def test_unpadded_encoder_matches_eager(kind, pattern, varlen_calls):
     ids, am = _batch(pattern, pad_id=pad)
     eager = _run(model, ids, am, output_hidden_states=True)
     ref = _run(float64_copy(model), ids, am, output_hidden_states=True)
-    opt = fastattn.optimize(copy.deepcopy(model))
+    opt = fastattn.optimize(copy.deepcopy(model), unpad="always")
     assert any(line.startswith("unpad: ") and "x1 runs on the valid tokens" in line for line in describe(opt))
     ours = _run(opt, ids, am, output_hidden_states=True)
     # every sequence's attention ran packed, once per layer, over the valid tokens only
@@ -100,7 +100,7 @@ def test_task_head_logits_and_loss(varlen_calls):
             torch.randint(0, 3, ids.shape, generator=torch.Generator().manual_seed(4)).masked_fill(am == 0, -100)
         eager = _run(model, ids, am, labels=labels)
         ref = _run(float64_copy(model), ids, am, labels=labels)
-        opt = fastattn.optimize(copy.deepcopy(model))
+        opt = fastattn.optimize(copy.deepcopy(model), unpad="always")
         ours = _run(opt, ids, am, labels=labels)
         valid = torch.ones(ids.shape[0], dtype=torch.bool) if cls is BertForSequenceClassification else am.bool()
         check_model_rule(ours.logits, eager.logits, ref.logits, valid, f"{cls.__name__}-logits")
@@ -113,7 +113,7 @@ def test_output_attentions_goes_through_eager_per_call(varlen_calls):
     model = tiny_model("bert")
     ids, am = _batch("right")
     eager = _run(model, ids, am, output_attentions=True)
-    opt = fastattn.optimize(copy.deepcopy(model))
+    opt = fastattn.optimize(copy.deepcopy(model), unpad="always")
     ours = _run(opt, ids, am, output_attentions=True)
     assert varlen_calls == []
     assert len(ours.attentions) == 2 and ours.attentions[0].shape == eager.attentions[0].shape
@@ -123,6 +123,19 @@ def test_output_attentions_goes_through_eager_per_call(varlen_calls):
     torch.testing.assert_close(ours.last_hidden_state[valid], eager.last_hidden_state[valid])
     _run(opt, ids, am)  # the next call is unpadded again
     assert len(varlen_calls) == 2
+
+
+def test_default_unpad_runs_the_stock_encoder_on_cpu(varlen_calls):
+    """optimize() never makes a model slower on its device: on CPU, where unpadding is not yet shown to
+    pay, the default keeps the padded encoder per call (and says so); unpad="always" forces it."""
+    model = tiny_model("bert")
+    ids, am = _batch("right")
+    opt = fastattn.optimize(copy.deepcopy(model))
+    assert any("on CUDA tensors" in line for line in describe(opt))
+    out = _run(opt, ids, am)
+    assert varlen_calls == []
+    check_model_rule(out.last_hidden_state, _run(model, ids, am).last_hidden_state,
+                     _run(float64_copy(model), ids, am).last_hidden_state, am.bool(), "unpad-default-cpu")
 
 
 def test_unpad_false_keeps_padded_execution(varlen_calls):
@@ -152,7 +165,7 @@ def test_gradients_flow_and_match_eager(varlen_calls):
 
     eager = grads(model)
     ref = grads(float64_copy(model).train(), torch.float64)
-    opt = fastattn.optimize(copy.deepcopy(model))
+    opt = fastattn.optimize(copy.deepcopy(model), unpad="always")
     ours = grads(opt)
     assert len(varlen_calls) == 2
     # the pooler never reaches the loss; every other parameter gets a gradient on both sides
@@ -170,7 +183,7 @@ def test_padding_free_batch_runs_varlen(varlen_calls):
     seqs = [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in (5, 9, 1, 7)]
     batch = DataCollatorWithFlattening(return_flash_attn_kwargs=True, return_position_ids=True)(
         [{"input_ids": s} for s in seqs])
-    opt = fastattn.optimize(copy.deepcopy(model))
+    opt = fastattn.optimize(copy.deepcopy(model), unpad="always")
     kw = {k: batch[k] for k in ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")}
     with torch.no_grad():
         packed = opt(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **kw).logits[0]

@@ -25,12 +25,12 @@ __all__ = ["attention", "attention_varlen", "explain_varlen", "gelu_ffn", "avail
            "InputError", "InputTypeError", "BackendError", "__version__"]
 
 
-def optimize(model, *, attention: bool = True, ffn=True, unpad: bool = True):
+def optimize(model, *, attention: bool = True, ffn=True, unpad=True):
     """Swap fastattn into a Hugging Face model in place and return it (see fastattn.integrations).
     ``ffn=True`` swaps a feed-forward only where the fused path is at least as fast as the stock module on
     its device (so never on a CPU); ``ffn="always"`` swaps every supported one; ``describe`` says which.
     ``unpad=True``: BERT-family encoders run on the valid tokens only (pad positions of returned hidden
-    states are 0)."""
+    states are 0) on CUDA tensors; ``unpad="always"`` on every device (on CPU it is not yet shown to pay)."""
     from .integrations import optimize as _optimize
     return _optimize(model, attention=attention, ffn=ffn, unpad=unpad)
 

@@ -243,14 +243,26 @@ def select(op: str, problem, backend: Optional[str] = None) -> Backend:
         if reasons:
             src = "backend=" if backend is not None else f"{ENV_VAR}="
             raise BackendError(f"{src}{forced!r} cannot run {op} on {problem.describe()}:\n" + _fmt({forced: reasons}))
+        _log(op, problem, forced, {forced: []})
         return backends(op)[forced]
     table = {}
     for name in backends(op):
         reasons = reasons_against(op, name, problem, auto=True)
-        if not reasons:
-            return backends(op)[name]
         table[name] = reasons
+        if not reasons:
+            _log(op, problem, name, table)
+            return backends(op)[name]
     raise BackendError(f"no fastattn backend can run {op} on {problem.describe()}:\n" + _fmt(table))
+
+
+def _log(op: str, problem, chosen: str, table: Dict[str, List[str]]) -> None:
+    """``FASTATTN_LOG``: which backend ran and why the earlier ones did not (the log drops repeated
+    signatures itself; one check when it is off)."""
+    if torch.compiler.is_compiling():
+        return
+    from . import log
+    if log.enabled():
+        log.dispatched(op, problem.describe(), chosen, table)
 
 
 def available_backends() -> Dict[str, Optional[str]]:

@@ -54,6 +54,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ._post_import import when_imported
+
 from . import dispatch
 from .runtime import device_info, dtype_name, getenv, interpreting
 
@@ -213,9 +215,21 @@ def variant_keys(op: str, b, problem) -> List[str]:
     return [_CHECKERS[op][0](b, problem, d) for d in _directions(b, problem)]
 
 
-@torch.compiler.assume_constant_result
-def _failed_reason(dev: str, key: str) -> Optional[str]:
+def _failed_lookup(dev: str, key: str) -> Optional[str]:
     return _FAILED.get((dev, key))
+
+
+#: a graph constant under ``torch.compile`` once ``torch._dynamo`` is imported (wrapping it at import
+#: would import dynamo, triton and sympy for every user: see fastattn.dispatch)
+_failed_reason = _failed_lookup
+
+
+def _make_constant(_module=None) -> None:
+    global _failed_reason
+    _failed_reason = torch.compiler.assume_constant_result(_failed_lookup)
+
+
+when_imported("torch._dynamo", _make_constant)
 
 
 def _veto(op: str, name: str, problem) -> Optional[str]:

@@ -80,14 +80,7 @@ def plan_for(inp, backend: Optional[str] = None) -> AttnPlan:
             if len(_PLANS) >= _MAX_PLANS:
                 _PLANS.clear()
             _PLANS[key] = plan
-        _log_choice(inp, backend, b)
     return plan
-
-
-def _log_choice(inp, backend, chosen) -> None:
-    from .. import log
-    if log.enabled():
-        log.dispatched("attention", inp.describe(), chosen.name, dispatch.explain("attention", inp, backend))
 
 
 def clear_plans() -> None:
