@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from . import log
 from ._post_import import when_imported
 from .errors import BackendError
 from .runtime import device_info, dtype_name, getenv, interpreting
@@ -169,6 +170,9 @@ def reset() -> None:
         fn()
 
 
+log.on_capture(reset)
+
+
 def requested_backend(backend: Optional[str]) -> Optional[str]:
     """The backend name asked for by the argument or the environment (``None`` = auto)."""
     if backend is not None:
@@ -260,7 +264,6 @@ def _log(op: str, problem, chosen: str, table: Dict[str, List[str]]) -> None:
     signatures itself; one check when it is off)."""
     if torch.compiler.is_compiling():
         return
-    from . import log
     if log.enabled():
         log.dispatched(op, problem.describe(), chosen, table)
 

@@ -164,6 +164,15 @@ def dispatched(op: str, problem: str, chosen: str, table: Optional[Mapping[str, 
         pass
 
 
+#: called when a capture starts (fastattn.dispatch registers its reset here, so this module imports
+#: nothing of fastattn's and the dispatcher can import it)
+_ON_CAPTURE: List = []
+
+
+def on_capture(fn) -> None:
+    _ON_CAPTURE.append(fn)
+
+
 class capture:
     """``with fastattn.log.capture() as records:`` -- every distinct dispatch inside the block is
     appended to ``records`` (a list of :class:`Dispatch`), whether or not ``FASTATTN_LOG`` is set.
@@ -175,8 +184,8 @@ class capture:
             _captures.append(self._c)
             _refresh()
         try:  # decisions cached before the block (plan caches) would not be reported again
-            from . import dispatch
-            dispatch.reset()
+            for fn in _ON_CAPTURE:
+                fn()
         except Exception:  # noqa: BLE001 - a capture must never break the code it wraps
             pass
         return self._c.records
