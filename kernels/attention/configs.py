@@ -29,6 +29,14 @@ CONFIGS_SM80 = ([_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128) 
 #: BLOCK_N=32 / 8-warp tiles are the ones that fit head dim 256 without spilling.
 CONFIGS_SM90 = ([_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (64, 128) for w in (4, 8) for s in (2, 3, 4)]
                 + [_cfg(64, 32, 8, 2), _cfg(64, 32, 8, 3), _cfg(128, 32, 8, 2)])
+#: fp32 (IEEE fp32 FMA dots, sm_80 and sm_90): each thread holds whole operand rows of its dot tiles,
+#: and ptxas spills erratically in this space (compile-only scans, triton 3.9 and 3.6, sm_80/sm_90,
+#: head dims 32-256, causal / key-mask / dense masks): every 4-warp tile and every 32- or 64-row tile
+#: spilled somewhere (e.g. 32x64 / 8 warps by 4 bytes at head dim 32 on sm_80, 32x16 / 8 warps with a
+#: float mask at head dim 128 on sm_90), where 16-row tiles with 8 warps did not. These are the fp32
+#: list; ``kept_configs`` uses it for 4-byte inputs instead of the per-arch list, with the same
+#: shared-memory check. ``benchmarks/compile_check.py`` re-checks it.
+CONFIGS_FP32 = [_cfg(16, bn, 8, s) for bn in (32, 64) for s in (2, 3)] + [_cfg(16, 16, 8, 3)]
 #: The interpreter (TRITON_INTERPRET=1): one small fixed config, no autotuning.
 CONFIG_INTERPRET = _cfg(32, 32, 4, 1)
 
@@ -45,20 +53,40 @@ def keep(conf: triton.Config, capability=None, block_d: int = 128) -> bool:
     return True
 
 
-def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: int, smem_bytes: int,
-                dense_mode: int = 0, key_mask: bool = False) -> bool:
-    """Resource model, calibrated on ptxas output of compile-only builds (fp16, triton 3.9, sm_90 every
-    config x head dim; see ``benchmarks/notes/triton_attention.md``). Shared memory: the K/V pipeline
-    plus the Q tile (exact for stages >= 2). Registers per thread: the fp32 accumulator, the score tile
-    (counted twice: scores and probabilities), Q, and the K/V tile addresses (one 32-bit offset per
-    16-byte vector, live across the loop). Above 232 the kernel spilled; at the 224 the model had
-    before this term, 64x128/4-warp and 128x128/8-warp tiles at head dim 128 were kept and spilled.
-    Head dim 256 with BLOCK_N >= 64 spilled with more than 2 stages (not captured by the formula). A
-    dense mask (``dense_mode`` 1/2) or a key mask adds its tile of offsets/values/keep flags: two more
-    score-tile terms (calibrated on bool/float/key masks at head dims 64/80/128)."""
+def _smem(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: int, dense_mode: int = 0,
+          dense_bytes: int = 0, key_mask: bool = False) -> int:
+    """Shared memory of a prefill tile (see :func:`config_fits`)."""
     bm, bn = conf.kwargs["BLOCK_M"], conf.kwargs["BLOCK_N"]
     stages = max(conf.num_stages, 1)
     smem = stages * bn * (block_d + block_dv) * elem_bytes + bm * block_d * elem_bytes
+    if dense_mode:
+        smem += stages * bm * bn * (dense_bytes or (1 if dense_mode == 1 else 4))
+    if key_mask:
+        smem += stages * bn
+    return smem
+
+
+def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: int, smem_bytes: int,
+                dense_mode: int = 0, key_mask: bool = False, dense_bytes: int = 0) -> bool:
+    """Resource model of the tensor-core (fp16/bf16) tiles, calibrated on ptxas output of compile-only
+    builds (``benchmarks/compile_check.py``; first fit: fp16, triton 3.9, sm_90, every config x head
+    dim; see ``benchmarks/notes/triton_attention.md``).
+
+    Shared memory: ``stages`` buffers of the K/V tiles plus the Q tile (exact on sm_90), plus
+    ``stages`` buffers of the dense mask tile (``BLOCK_M x BLOCK_N x dense_bytes``; 0 = 1 for a bool
+    mask, 4 for a float one) and of a key-mask vector: the software pipeline stages them like K/V (a
+    fp16 bias at 128x64 with 3 stages measured 213 KB against 164 KB without this term).
+    Registers per thread: the fp32 accumulator, the score tile (counted twice: scores and
+    probabilities), Q, and the K/V tile addresses (one 32-bit offset per 16-byte vector, live across
+    the loop). Above 232 the kernel spilled; at the 224 the model had before this term, 64x128/4-warp
+    and 128x128/8-warp tiles at head dim 128 were kept and spilled. Head dim 256 with BLOCK_N >= 64
+    spilled with more than 2 stages (not captured by the formula). A dense mask (``dense_mode`` 1/2) or
+    a key mask adds its tile of offsets/values/keep flags: two more score-tile terms (calibrated on
+    bool/float/key masks at head dims 64/80/128). fp32 (``elem_bytes == 4``) tiles are not modelled
+    here: :data:`CONFIGS_FP32` lists the ones measured not to spill."""
+    bm, bn = conf.kwargs["BLOCK_M"], conf.kwargs["BLOCK_N"]
+    stages = max(conf.num_stages, 1)
+    smem = _smem(conf, block_d, block_dv, elem_bytes, dense_mode, dense_bytes, key_mask)
     threads = 32 * conf.num_warps
     regs = ((bm * block_dv + 2 * bm * bn) / threads + bm * block_d * elem_bytes / 4 / threads
             + bn * (block_d + block_dv) * elem_bytes / 16 / threads)
@@ -69,35 +97,62 @@ def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: in
     return smem <= smem_bytes and regs <= 232
 
 
-def prune_configs(configs, named_args, **kwargs):
-    """``early_config_prune`` for ``triton.autotune``: drop configs whose tiles do not fit this GPU or
-    this head dim, and query blocks much taller than the (bucketed) query length (decode: Lq = 1)."""
-    args = {**named_args, **kwargs}
-    block_d, block_dv = args["BLOCK_D"], args["BLOCK_DV"]
-    elem = args["Q"].element_size()
-    from fastattn.runtime import device_info  # the one owner of device facts (smem table included)
-    info = device_info(args["Q"].device)
-    cap, smem = info.capability, info.smem_per_block
-    lq = args["LQ_BUCKET"]
-    dense, km = args.get("DENSE_MODE", 0), bool(args.get("HAS_KEY_MASK", False))
+def kept_configs(configs, capability, smem_bytes: int, block_d: int, block_dv: int, elem_bytes: int,
+                 dense_mode: int = 0, dense_bytes: int = 0, key_mask: bool = False, lq_bucket: int = 1 << 30):
+    """The configs of ``configs`` the prune keeps for one specialisation (what ``prune_configs`` returns
+    inside the autotuner; also what ``benchmarks/compile_check.py`` compiles).
+
+    fp16/bf16: the per-arch tiles ``keep`` and ``config_fits`` accept, then only query blocks not much taller than
+    the (bucketed) query length (decode: Lq = 1); if nothing fits, the smallest tile with the most
+    warps. fp32 (``elem_bytes == 4``): the entries of :data:`CONFIGS_FP32` among ``configs`` whose
+    shared memory fits."""
+    fp32 = {_key(c) for c in CONFIGS_FP32}
+    if elem_bytes >= 4:
+        ok = [c for c in configs if _key(c) in fp32
+              and _smem(c, block_d, block_dv, elem_bytes, dense_mode, dense_bytes, key_mask) <= smem_bytes]
+        if not ok:  # no fp32 tile fits the model (which over-counts their pipeline): the smallest
+            ok = [min((c for c in configs if _key(c) in fp32), key=lambda c: (c.kwargs["BLOCK_N"], c.num_stages))]
+        return ok
     ok = [c for c in configs
-          if keep(c, cap, block_d) and config_fits(c, block_d, block_dv, elem, smem, dense, km)]
-    short = [c for c in ok if c.kwargs["BLOCK_M"] <= max(lq, 64)]
+          if _key(c) not in fp32 and keep(c, capability, block_d)
+          and config_fits(c, block_d, block_dv, elem_bytes, smem_bytes, dense_mode, key_mask, dense_bytes)]
+    short = [c for c in ok if c.kwargs["BLOCK_M"] <= max(lq_bucket, 64)]
     ok = short or ok
     if not ok:  # nothing fits the model: take the smallest tile with the most warps
-        ok = [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], -c.num_warps, c.num_stages))]
+        ok = [min((c for c in configs if _key(c) not in fp32),
+                  key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], -c.num_warps, c.num_stages))]
     return ok
 
 
+def _key(c: triton.Config):
+    return c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
+
+
+def prune_configs(configs, named_args, **kwargs):
+    """``early_config_prune`` for ``triton.autotune``: :func:`kept_configs` for this launch's head dims,
+    dtype, mask form, query length and device."""
+    from fastattn.runtime import device_info  # the one owner of device facts (smem table included)
+    args = {**named_args, **kwargs}
+    info = device_info(args["Q"].device)
+    dense_mode = args.get("DENSE_MODE", 0)
+    return kept_configs(configs, info.capability, info.smem_per_block, args["BLOCK_D"], args["BLOCK_DV"],
+                        args["Q"].element_size(), dense_mode,
+                        args["Dense"].element_size() if dense_mode else 0,
+                        bool(args.get("HAS_KEY_MASK", False)), args["LQ_BUCKET"])
+
+
 AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "IS_CAUSAL", "HAS_KEY_LENS",
-                "HAS_KEY_MASK", "DENSE_MODE", "FAST_SCALE"]
+                "HAS_KEY_MASK", "DENSE_MODE", "FAST_SCALE", "HAS_DROPOUT"]
 
 _autotuned = {}
 
 
 def configs_for(capability) -> list:
-    """The named config list for a compute capability (sm_90 list on Hopper and newer)."""
-    return CONFIGS_SM90 if capability[0] >= 9 else CONFIGS_SM80
+    """The autotuner's config list for a compute capability: the arch's tensor-core tiles (sm_90 list
+    on Hopper and newer) plus :data:`CONFIGS_FP32`; ``kept_configs`` picks by dtype."""
+    arch = CONFIGS_SM90 if capability[0] >= 9 else CONFIGS_SM80
+    have = {_key(c) for c in arch}
+    return arch + [c for c in CONFIGS_FP32 if _key(c) not in have]
 
 
 def autotuned_kernel(capability):
@@ -172,3 +227,68 @@ def choose_num_splits(programs: int, n_sm: int, Lk: int) -> int:
     want = 1 << (want - 1).bit_length()
     lk_cap = max(1, (1 << (Lk - 1).bit_length()) // MIN_KEYS_PER_SPLIT)
     return max(1, min(want, lk_cap, MAX_SPLITS))
+
+
+# --------------------------------------------------------------------------------- backward configs
+#: dK/dV (``bwd._attn_bwd_dkdv_kernel``): a program holds K, V (``BLOCK_N x E/Ev``) and the fp32 dK, dV
+#: accumulators; ``BLOCK_M`` is the query step. dQ (``bwd._attn_bwd_dq_kernel``): a program holds Q,
+#: dO and the fp32 dQ accumulator (``BLOCK_M`` rows); ``BLOCK_N`` is the key step.
+CONFIGS_BWD_DKDV_SM80 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (32, 64, 128)
+                         for w in (4, 8) for s in (1, 2, 3)]
+CONFIGS_BWD_DKDV_SM90 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (64, 128)
+                         for w in (4, 8) for s in (2, 3, 4)]
+CONFIGS_BWD_DQ_SM80 = [_cfg(bm, bn, w, s) for bm in (32, 64, 128) for bn in (16, 32, 64)
+                       for w in (4, 8) for s in (1, 2, 3)]
+CONFIGS_BWD_DQ_SM90 = [_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (16, 32, 64)
+                       for w in (4, 8) for s in (2, 3, 4)]
+#: The interpreter: one small fixed config per backward kernel, no autotuning.
+CONFIG_INTERPRET_BWD_DKDV = _cfg(32, 32, 4, 1)
+CONFIG_INTERPRET_BWD_DQ = _cfg(32, 32, 4, 1)
+
+BWD_AUTOTUNE_KEY = AUTOTUNE_KEY
+
+
+def config_kwargs(conf: triton.Config) -> dict:
+    """A config as launch kwargs (``BLOCK_M, BLOCK_N, num_warps, num_stages``)."""
+    return dict(conf.kwargs, num_warps=conf.num_warps, num_stages=conf.num_stages)
+
+
+def bwd_preprocess_block_m(block_dv: int) -> int:
+    """Rows per program of the ``delta`` preprocess (a ``BLOCK_M x BLOCK_DV`` tile of O and of dO)."""
+    return max(16, min(128, 8192 // block_dv))
+
+
+def bwd_configs_for(family: str, capability) -> list:
+    """The named backward config list (``family`` ``"dkdv"`` or ``"dq"``) for a compute capability."""
+    hopper = capability is not None and capability[0] >= 9
+    if family == "dkdv":
+        return CONFIGS_BWD_DKDV_SM90 if hopper else CONFIGS_BWD_DKDV_SM80
+    if family == "dq":
+        return CONFIGS_BWD_DQ_SM90 if hopper else CONFIGS_BWD_DQ_SM80
+    raise ValueError(f"unknown backward kernel family {family!r}")
+
+
+def prune_bwd_dkdv(configs, named_args, **kwargs):
+    return configs
+
+
+def prune_bwd_dq(configs, named_args, **kwargs):
+    return configs
+
+
+_autotuned_bwd = {}
+
+
+def autotuned_bwd_kernel(family: str, capability):
+    """``_attn_bwd_dkdv_kernel`` / ``_attn_bwd_dq_kernel`` under ``triton.autotune`` with the config list
+    of ``capability``. Both kernels overwrite their outputs (nothing accumulates into them across
+    launches), so the autotuner's repeated benchmark launches leave correct results."""
+    from .bwd import _attn_bwd_dkdv_kernel, _attn_bwd_dq_kernel
+    major = 9 if capability[0] >= 9 else 8
+    key = (family, major)
+    if key not in _autotuned_bwd:
+        kern = _attn_bwd_dkdv_kernel if family == "dkdv" else _attn_bwd_dq_kernel
+        prune = prune_bwd_dkdv if family == "dkdv" else prune_bwd_dq
+        _autotuned_bwd[key] = triton.autotune(configs=bwd_configs_for(family, capability), key=BWD_AUTOTUNE_KEY,
+                                              prune_configs_by={"early_config_prune": prune})(kern)
+    return _autotuned_bwd[key]

@@ -26,6 +26,13 @@ the scores stay in natural units, ``s = qk * scale + bias``, so that a ``finfo.m
 (multiplying it by ``log2(e)`` would overflow to ``-inf`` and silently turn a bias into a removal).
 Rows with no visible key get exactly 0 and LSE ``-inf`` (``_finalize``).
 
+Dropout (``HAS_DROPOUT``, runtime ``drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale`` from
+``fastattn.dropout.philox_kernel_args(seed, offset, p)``): the probabilities of the ``P @ V`` product
+are dropped by the counter-based keep bits of ``common._dropout_keep`` (a pure function of seed,
+offset, ``b * Hq + h``, row, key and ``p``: the backward regenerates the same bits) and the output is
+scaled by ``1 / (1 - p)``; the softmax statistics and the LSE are those of the undropped scores (SDPA
+semantics: ``dropout(softmax(s)) @ v``).
+
 Head dims are padded to the next power of two (at least 16, ``tl.dot``'s minimum) and masked.
 All batch/head/row base offsets are 64-bit; tile offsets stay 32-bit.
 """
@@ -35,7 +42,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import LOG2E, _finalize, _key_bounds, _load_tile, _online_softmax
+from .common import LOG2E, _dropout_keep, _finalize, _key_bounds, _load_tile, _online_softmax
 
 
 @triton.jit
@@ -45,11 +52,13 @@ def _attn_fwd_inner(acc, l_i, m_i, q,
                     stride_kn, stride_vn, stride_kmn, stride_dn,
                     lo, hi, causal_off, qk_scale, sm_scale,
                     offs_m, offs_n, offs_d, offs_dv, row_ok,
+                    bh, drop_k0, drop_k1, drop_c3, drop_thresh,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
-                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     CHECK_BOUNDS: tl.constexpr, CHECK_CAUSAL: tl.constexpr,
                     HAS_KEY_MASK: tl.constexpr, DENSE_MODE: tl.constexpr,
-                    FAST_SCALE: tl.constexpr, DOT_UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                    FAST_SCALE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                    DOT_UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Blocks ``[lo, hi)`` of the key loop. ``CHECK_BOUNDS``/``CHECK_CAUSAL`` are False off-band;
     ``hi`` is the key bound of the on-band phase (keys ``>= hi`` are masked)."""
     d_ok = offs_d < HEAD_DIM
@@ -106,6 +115,10 @@ def _attn_fwd_inner(acc, l_i, m_i, q,
                        CHECK_BOUNDS, BLOCK_DV != HEAD_DIM_V)
         if DOT_UPCAST:
             v = v.to(tl.float32)
+        if HAS_DROPOUT:
+            # l_i (the softmax denominator) counts every probability; only P @ V sees the dropped ones
+            z = _dropout_keep(drop_k0, drop_k1, drop_c3, drop_thresh, bh, offs_m, start_n, BLOCK_M, BLOCK_N)
+            p = tl.where(z, p, 0.0)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
     return acc, l_i, m_i
 
@@ -113,7 +126,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q,
 #: Integer arguments that change from call to call (sequence lengths, the causal offset, the autotune
 #: buckets): never specialised, so that e.g. a KV cache growing by one token per decode step (``Lk``
 #: alternating between "== 1", "divisible by 16" and neither) does not compile new binaries.
-NO_SPECIALIZE = ["Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET"]
+NO_SPECIALIZE = ["Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET",
+                 "drop_k0", "drop_k1", "drop_c3", "drop_thresh"]  # dropout words change every call
 
 
 @triton.jit(do_not_specialize=NO_SPECIALIZE)
@@ -126,12 +140,13 @@ def _attn_fwd_kernel(
         stride_klb, stride_kmb, stride_kmn,
         stride_db, stride_dh, stride_dm, stride_dn,
         Hq, group, Lq, Lk, causal_off, qk_scale, sm_scale,
+        drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,  # dropout (unused without HAS_DROPOUT)
         LQ_BUCKET, LK_BUCKET,  # autotune keys only (next power of two of Lq, Lk)
         HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
         IS_CAUSAL: tl.constexpr, HAS_KEY_LENS: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
         DENSE_MODE: tl.constexpr, FAST_SCALE: tl.constexpr, DOT_UPCAST: tl.constexpr,
         INPUT_PRECISION: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr = False):
     """One program = one ``BLOCK_M`` block of query rows of one (batch, query head).
 
     Q ``(B, Hq, Lq, E)``, K ``(B, Hkv, Lk, E)``, V ``(B, Hkv, Lk, Ev)``, Out ``(B, Hq, Lq, Ev)``: any
@@ -192,19 +207,23 @@ def _attn_fwd_kernel(
         stride_kn, stride_vn, stride_kmn, stride_dn,
         lo, n_clean, causal_off, qk_scale, sm_scale,
         offs_m, offs_n, offs_d, offs_dv, row_ok,
-        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N,
+        bh, drop_k0, drop_k1, drop_c3, drop_thresh,
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
         False, False, HAS_KEY_MASK, DENSE_MODE,
-        FAST_SCALE, DOT_UPCAST, INPUT_PRECISION)
+        FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
     # on-band: the causal diagonal and the partial last block
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, km_base, dm_base, k_offs, v_offs, dm_offs,
         stride_kn, stride_vn, stride_kmn, stride_dn,
         n_clean, hi, causal_off, qk_scale, sm_scale,
         offs_m, offs_n, offs_d, offs_dv, row_ok,
-        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N,
+        bh, drop_k0, drop_k1, drop_c3, drop_thresh,
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
         True, IS_CAUSAL, HAS_KEY_MASK, DENSE_MODE,
-        FAST_SCALE, DOT_UPCAST, INPUT_PRECISION)
+        FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
 
+    if HAS_DROPOUT:
+        acc = acc * drop_scale  # 1 / (1 - p) on the kept probabilities
     out, lse = _finalize(acc, l_i, m_i, FAST_SCALE)
     o_ptrs = Out + (b64 * stride_ob + h64 * stride_oh + m064 * stride_om) \
         + offs_mb[:, None] * stride_om + offs_dv[None, :]

@@ -1,7 +1,7 @@
 """fastattn: fused Triton and CUDA C++ kernels for masked attention and the GELU feed-forward.
 
 Public API (see ``shared/DESIGN.md``): :func:`attention` (a drop-in for
-``torch.nn.functional.scaled_dot_product_attention``), :func:`gelu_ffn`, :func:`available_backends`,
+``torch.nn.functional.scaled_dot_product_attention``), :func:`attention_varlen` (packed sequences), :func:`gelu_ffn`, :func:`available_backends`,
 :func:`explain`, :class:`KeyPadding`, and for Hugging Face models :func:`optimize` / :func:`revert`.
 Importing fastattn registers the HF attention implementation ``"fastattn"`` when transformers is
 installed (lazily: right after transformers is imported, without importing it; see
@@ -18,18 +18,21 @@ from .dispatch import available_backends
 from .errors import BackendError, InputError, InputTypeError
 from .masks import KeyPadding
 from .attention.api import attention, explain  # (rebinds the name `attention` from the subpackage)
+from .attention.varlen import attention_varlen, explain_varlen
 from .ops import gelu_ffn
 
-__all__ = ["attention", "gelu_ffn", "available_backends", "explain", "KeyPadding", "optimize", "revert",
+__all__ = ["attention", "attention_varlen", "explain_varlen", "gelu_ffn", "available_backends", "explain", "KeyPadding", "optimize", "revert",
            "InputError", "InputTypeError", "BackendError", "__version__"]
 
 
-def optimize(model, *, attention: bool = True, ffn=True):
+def optimize(model, *, attention: bool = True, ffn=True, unpad=True):
     """Swap fastattn into a Hugging Face model in place and return it (see fastattn.integrations).
     ``ffn=True`` swaps a feed-forward only where the fused path is at least as fast as the stock module on
-    its device (so never on a CPU); ``ffn="always"`` swaps every supported one; ``describe`` says which."""
+    its device (so never on a CPU); ``ffn="always"`` swaps every supported one; ``describe`` says which.
+    ``unpad=True``: BERT-family encoders run on the valid tokens only (pad positions of returned hidden
+    states are 0) on CUDA tensors; ``unpad="always"`` on every device (on CPU it is not yet shown to pay)."""
     from .integrations import optimize as _optimize
-    return _optimize(model, attention=attention, ffn=ffn)
+    return _optimize(model, attention=attention, ffn=ffn, unpad=unpad)
 
 
 def revert(model):

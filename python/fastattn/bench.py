@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="skip (case, provider, dtype) already stored for this commit and preset")
     p.add_argument("--no-peak", action="store_true", help="skip the peak-measurement step (no peak_fraction)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (a bar on a terminal, else a line per case and stage)")
     p.add_argument("--list", action="store_true", help="print the cases and providers of the selection and exit")
     p.add_argument("--plot", action="store_true", help="draw PNG plots from the stored rows (runs nothing)")
     p.add_argument("--gpu", default=None, help="with --plot: only this results subfolder (e.g. h200)")
@@ -172,6 +173,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"fastattn bench: preset={preset} device={env.gpu} torch {env.torch} triton {env.triton} "
           f"cuda {env.cuda} commit {env.commit}\n  rows -> {writer.dir}", file=sys.stderr)
     if not args.no_peak and any(s in suites for s in ("attention", "ffn")):
+        if not args.no_progress:
+            print("  measuring peaks (matmul TFLOP/s, copy GB/s) ...", file=sys.stderr, flush=True)
         writer.peaks = H.measure_peaks(env, writer, preset=preset, smoke=args.smoke)
         if not args.smoke:
             print(f"  measured peaks: bf16 matmul {writer.peaks.tflops:.1f} TFLOP/s, copy {writer.peaks.gbps:.0f} GB/s",
@@ -179,6 +182,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     failed = []
     for suite in suites:
         t0 = time.monotonic()
+        if not args.no_progress:
+            print(f"  {suite}: running ...", file=sys.stderr, flush=True)
         try:
             n = _run_suite(suite, ctx, dtypes, models, seqlens, paddings)
         except Exception as e:  # noqa: BLE001 - one broken suite must not hide the others' results

@@ -20,6 +20,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from . import log
+from ._post_import import when_imported
 from .errors import BackendError
 from .runtime import device_info, dtype_name, getenv, interpreting
 
@@ -47,6 +49,7 @@ class Backend:
     def __init__(self) -> None:
         self._unavailable: Optional[str] = None
         self._checked = False
+        self._probed_with: Optional[str] = None
 
     # ---------------------------------------------------------------------- machine level
     def probe(self) -> Optional[str]:
@@ -54,12 +57,16 @@ class Backend:
         return None
 
     def unavailable_reason(self) -> Optional[str]:
-        if not self._checked:
+        """Cached while ``TRITON_INTERPRET`` keeps the value it was probed with (a script that sets it
+        after a first call is probed again, not told to set what it has set)."""
+        interp = getenv("TRITON_INTERPRET")
+        if not self._checked or interp != self._probed_with:
             try:
                 self._unavailable = self.probe()
             except Exception as e:  # noqa: BLE001 - a broken install must not break fastattn
                 self._unavailable = f"probe failed: {type(e).__name__}: {e}"
             self._checked = True
+            self._probed_with = interp
         return self._unavailable
 
     def reset(self) -> None:
@@ -163,6 +170,9 @@ def reset() -> None:
         fn()
 
 
+log.on_capture(reset)
+
+
 def requested_backend(backend: Optional[str]) -> Optional[str]:
     """The backend name asked for by the argument or the environment (``None`` = auto)."""
     if backend is not None:
@@ -179,11 +189,29 @@ def requested_backend(backend: Optional[str]) -> Optional[str]:
     return env
 
 
-@torch.compiler.assume_constant_result
-def _unavailable(op: str, name: str) -> Optional[str]:
-    """The backend's machine-level probe. Under ``torch.compile`` it runs eagerly at trace time and is
-    a constant of the graph (a probe imports modules and queries the driver: nothing to trace)."""
+def _probe(op: str, name: str) -> Optional[str]:
     return _REGISTRY[op][name].unavailable_reason()
+
+
+#: the backend's machine-level probe. Under ``torch.compile`` it must run eagerly at trace time and be a
+#: constant of the graph (a probe imports modules and queries the driver: nothing to trace), so once
+#: ``torch._dynamo`` is imported (``torch.compile`` imports it before tracing) it is wrapped in
+#: ``torch.compiler.assume_constant_result``. Wrapping it at import would import dynamo (and through it
+#: triton and sympy: about a second) for every user of fastattn.
+_unavailable = _probe
+
+
+def _make_probe_constant(_module=None) -> None:
+    global _unavailable
+    _unavailable = torch.compiler.assume_constant_result(_probe)
+
+
+when_imported("torch._dynamo", _make_probe_constant)
+
+
+#: set by :mod:`fastattn.selfcheck` once a kernel variant has failed its on-device self-check:
+#: ``(op, name, problem) -> reason or None`` (``None`` while nothing failed: no cost)
+variant_veto = None
 
 
 def reasons_against(op: str, name: str, problem, *, auto: bool) -> List[str]:
@@ -194,6 +222,10 @@ def reasons_against(op: str, name: str, problem, *, auto: bool) -> List[str]:
     reasons = b.not_supported_reasons(problem)
     if auto:
         reasons += b.auto_reasons(problem)
+    if not reasons and variant_veto is not None:
+        why = variant_veto(op, name, problem)
+        if why is not None:
+            reasons.append(why)
     return reasons
 
 
@@ -215,14 +247,25 @@ def select(op: str, problem, backend: Optional[str] = None) -> Backend:
         if reasons:
             src = "backend=" if backend is not None else f"{ENV_VAR}="
             raise BackendError(f"{src}{forced!r} cannot run {op} on {problem.describe()}:\n" + _fmt({forced: reasons}))
+        _log(op, problem, forced, {forced: []})
         return backends(op)[forced]
     table = {}
     for name in backends(op):
         reasons = reasons_against(op, name, problem, auto=True)
-        if not reasons:
-            return backends(op)[name]
         table[name] = reasons
+        if not reasons:
+            _log(op, problem, name, table)
+            return backends(op)[name]
     raise BackendError(f"no fastattn backend can run {op} on {problem.describe()}:\n" + _fmt(table))
+
+
+def _log(op: str, problem, chosen: str, table: Dict[str, List[str]]) -> None:
+    """``FASTATTN_LOG``: which backend ran and why the earlier ones did not (the log drops repeated
+    signatures itself; one check when it is off)."""
+    if torch.compiler.is_compiling():
+        return
+    if log.enabled():
+        log.dispatched(op, problem.describe(), chosen, table)
 
 
 def available_backends() -> Dict[str, Optional[str]]:

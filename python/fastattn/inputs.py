@@ -216,3 +216,145 @@ def _normalize_mask(attn_mask, q, q4, Lq, Lk, is_causal) -> NormalizedMask:
             tail = tuple(m.shape[-3:])
             dense = m.expand(full[:-3] + tail).reshape((B,) + tail).expand(B, Hq, Lq, Lk)
     return NormalizedMask(dense=dense)
+
+
+# ------------------------------------------------------------------------------------------- varlen
+_CU_DTYPES = (torch.int32, torch.int64)
+
+
+@dataclass
+class VarlenInputs:
+    """Normalised ``attention_varlen`` call: ``query (total_q, Hq, E)``, ``key (total_k, Hkv, E)``,
+    ``value (total_k, Hkv, Ev)`` (the caller's tensors, strides untouched), ``cu_seqlens_q/k`` ``(B+1,)``
+    integer tensors on their device, ``max_seqlen_q/k`` Python ints."""
+
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    cu_seqlens_q: torch.Tensor
+    cu_seqlens_k: torch.Tensor
+    max_seqlen_q: int
+    max_seqlen_k: int
+    causal: bool
+    dropout_p: float
+    scale: float
+
+    @property
+    def B(self) -> int: return self.cu_seqlens_q.shape[0] - 1
+    @property
+    def Hq(self) -> int: return self.query.shape[1]
+    @property
+    def Hkv(self) -> int: return self.key.shape[1]
+    @property
+    def E(self) -> int: return self.query.shape[2]
+    @property
+    def Ev(self) -> int: return self.value.shape[2]
+    @property
+    def dtype(self) -> torch.dtype: return self.query.dtype
+    @property
+    def device(self) -> torch.device: return self.query.device
+
+    @property
+    def requires_grad(self) -> bool:
+        return torch.is_grad_enabled() and (
+            self.query.requires_grad or self.key.requires_grad or self.value.requires_grad)
+
+    def describe(self) -> str:
+        d = f"d{self.E}" if self.E == self.Ev else f"d{self.E}v{self.Ev}"
+        return (f"varlen-b{self.B}-h{self.Hq}/{self.Hkv}-tq{self.query.shape[0]}-tk{self.key.shape[0]}-"
+                f"maxq{self.max_seqlen_q}-maxk{self.max_seqlen_k}-{d}-{str(self.dtype).replace('torch.', '')}"
+                f"{'-causal_bottom_right' if self.causal else ''}")
+
+
+def _check_cu(name: str, cu, device: torch.device) -> torch.Tensor:
+    if not isinstance(cu, torch.Tensor):
+        raise InputTypeError(f"{name} must be an int32 tensor of shape (B+1,), got {type(cu).__name__}")
+    if cu.dtype not in _CU_DTYPES:
+        raise InputTypeError(f"{name} has dtype {cu.dtype}; it must be an integer tensor (int32, as "
+                             "FlashAttention's cu_seqlens, or int64)")
+    if cu.dim() != 1 or cu.shape[0] < 1:
+        raise InputError(f"{name} must be 1-D of shape (B+1,) (cumulative sequence lengths starting at 0); "
+                         f"got shape {tuple(cu.shape)}")
+    if cu.device != device:
+        raise InputError(f"{name} is on {cu.device} but query is on {device}; cu_seqlens live on the tensors' device")
+    return cu
+
+
+def _check_cu_values(name: str, cu: torch.Tensor, total: int, max_seqlen: int, max_name: str) -> None:
+    """Value checks (CPU tensors always; any device with ``FASTATTN_DEBUG=1``: they read the values)."""
+    vals = cu.tolist()
+    if vals[0] != 0:
+        raise InputError(f"{name}[0] must be 0, got {vals[0]}")
+    if vals[-1] != total:
+        raise InputError(f"{name}[-1] must equal the number of packed rows ({total}), got {vals[-1]}")
+    lens = [b - a for a, b in zip(vals[:-1], vals[1:])]
+    bad = next((i for i, n in enumerate(lens) if n < 0), None)
+    if bad is not None:
+        raise InputError(f"{name} must be non-decreasing; {name}[{bad + 1}]={vals[bad + 1]} < "
+                         f"{name}[{bad}]={vals[bad]}")
+    if lens and max(lens) > max_seqlen:
+        raise InputError(f"{max_name}={max_seqlen} is smaller than the longest sequence in {name} ({max(lens)})")
+
+
+def normalize_varlen(query, key, value, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                     dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+                     enable_gqa: bool = False) -> VarlenInputs:
+    from .runtime import getenv
+    q = _check_tensor("query", query)
+    k = _check_tensor("key", key)
+    v = _check_tensor("value", value)
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        if t.dim() != 3:
+            raise InputError(f"{name} must be 3-D packed (total, H, E) as in flash_attn_varlen_func; got shape "
+                             f"{tuple(t.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise InputTypeError(f"query, key and value must have the same dtype; got query {q.dtype}, key {k.dtype}, "
+                             f"value {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise InputError(f"query, key and value must be on the same device; got query {q.device}, key {k.device}, "
+                         f"value {v.device}")
+    if q.shape[2] != k.shape[2]:
+        raise InputError(f"head dim mismatch: query has E={q.shape[2]} but key has E={k.shape[2]}; "
+                         "query and key must share the last dim")
+    if k.shape[0] != v.shape[0]:
+        raise InputError(f"key has total_k={k.shape[0]} rows but value has {v.shape[0]}; they must match")
+    if k.shape[1] != v.shape[1]:
+        raise InputError(f"key has {k.shape[1]} heads but value has {v.shape[1]}; they must match")
+    hq, hkv = q.shape[1], k.shape[1]
+    if hq != hkv:
+        if not enable_gqa:
+            raise InputError(f"query has {hq} heads but key/value have {hkv}; pass enable_gqa=True for "
+                             "grouped-query attention, or give all three the same head count")
+        if hkv == 0 or hq % hkv != 0:
+            raise InputError(f"enable_gqa=True needs query heads divisible by key/value heads; "
+                             f"got Hq={hq}, Hkv={hkv} (Hq % Hkv = {hq % hkv if hkv else 'undefined'})")
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        if t.shape[-1] > 1 and t.stride(-1) != 1:
+            raise InputError(f"{name} must have a contiguous last dim (stride 1); got strides {tuple(t.stride())}")
+    cq = _check_cu("cu_seqlens_q", cu_seqlens_q, q.device)
+    ck = _check_cu("cu_seqlens_k", cu_seqlens_k, q.device)
+    if cq.shape[0] != ck.shape[0]:
+        raise InputError(f"cu_seqlens_q has {cq.shape[0]} entries but cu_seqlens_k has {ck.shape[0]}; both are "
+                         "(B+1,) for the same B sequences")
+    for name, m in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+        if isinstance(m, bool) or not isinstance(m, int):
+            raise InputTypeError(f"{name} must be a Python int (an upper bound of the sequence lengths, used for "
+                                 f"grid sizing), got {type(m).__name__}")
+        if m < 0:
+            raise InputError(f"{name} must be >= 0, got {m}")
+    if not isinstance(dropout_p, (int, float)) or isinstance(dropout_p, bool) or not (0.0 <= float(dropout_p) < 1.0):
+        raise InputError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
+    if not isinstance(is_causal, bool):
+        raise InputTypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    if scale is None:
+        scale_f = 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] > 0 else 1.0
+    else:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise InputTypeError(f"scale must be None or a float, got {type(scale).__name__}")
+        scale_f = float(scale)
+        if not math.isfinite(scale_f):
+            raise InputError(f"scale must be finite, got {scale!r}")
+    if q.device.type == "cpu" or getenv("FASTATTN_DEBUG") == "1":
+        _check_cu_values("cu_seqlens_q", cq, q.shape[0], max_seqlen_q, "max_seqlen_q")
+        _check_cu_values("cu_seqlens_k", ck, k.shape[0], max_seqlen_k, "max_seqlen_k")
+    return VarlenInputs(q, k, v, cq, ck, int(max_seqlen_q), int(max_seqlen_k), is_causal, float(dropout_p), scale_f)

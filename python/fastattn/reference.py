@@ -14,6 +14,7 @@ Equivalent PyTorch for what :func:`attention` computes (``keep`` = every structu
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -85,3 +86,32 @@ def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_caus
 
 # The FFN's semantics are fastattn.ffn.reference; re-exported for check.py until it imports that module.
 from .ffn.reference import gelu, gelu_ffn  # noqa: E402,F401
+
+
+def attention_varlen(query, key, value, cu_seqlens_q, cu_seqlens_k, *, is_causal: bool = False,
+                     scale: Optional[float] = None, compute_dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
+    """Plain math of :func:`fastattn.attention_varlen` (no dropout), one sequence at a time, in
+    ``compute_dtype`` (``None``: the input dtype, the "naive same dtype" of the numerics rule).
+    Bottom-right causal per sequence; rows with no visible key are 0. Differentiable."""
+    dt = compute_dtype or query.dtype
+    q, k, v = query.to(dt), key.to(dt), value.to(dt)
+    Hq, Hkv = q.shape[1], k.shape[1]
+    s = (1.0 / math.sqrt(q.shape[-1])) if scale is None else scale
+    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    outs = []
+    for b in range(len(cq) - 1):
+        qb = q[cq[b]:cq[b + 1]].transpose(0, 1)                     # (Hq, lq, E)
+        kb = expand_kv(k[ck[b]:ck[b + 1]].transpose(0, 1).unsqueeze(0), Hq)[0]
+        vb = expand_kv(v[ck[b]:ck[b + 1]].transpose(0, 1).unsqueeze(0), Hq)[0]
+        lq, lk = qb.shape[1], kb.shape[1]
+        sc = (qb @ kb.transpose(-1, -2)) * s
+        keep = torch.ones(lq, lk, dtype=torch.bool, device=q.device)
+        if is_causal:
+            keep = keep.tril(lk - lq)
+        sc = sc.masked_fill(~keep, float("-inf"))
+        has = keep.any(-1, keepdim=True)
+        p = torch.softmax(sc.masked_fill(~has, 0.0), dim=-1) * has
+        outs.append((p @ vb).transpose(0, 1))
+    if not outs:
+        return q.new_zeros((0, Hq, v.shape[-1]))
+    return torch.cat(outs, 0)

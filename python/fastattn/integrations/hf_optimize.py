@@ -327,8 +327,13 @@ def _swap_ffn(model, state: _State, mode) -> None:
         state.report.append(f"ffn: left as is: {why}")
 
 
-def optimize(model, *, attention: bool = True, ffn=True):
+def optimize(model, *, attention: bool = True, ffn=True, unpad=True):
     """Swap fastattn into a Hugging Face ``PreTrainedModel`` in place and return it.
+
+    ``unpad`` (BERT family, with ``attention=True``): the encoder runs on the valid tokens only, gathered
+    once after the embeddings and scattered back once at its output; pad positions of returned hidden
+    states are 0 (see :mod:`fastattn.integrations.unpad`); on CUDA tensors only unless ``unpad="always"``
+    (on CPU it is not yet shown to be faster). ``unpad=False`` keeps padded execution.
 
     ``attention``: ``model.set_attn_implementation("fastattn")``. ``ffn``: swap the feed-forward of the
     supported families (``ffn_registry()``: BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA, DistilBERT, GPT-2,
@@ -350,12 +355,19 @@ def optimize(model, *, attention: bool = True, ffn=True):
             _swap_attention(model, state)
         if ffn:
             _swap_ffn(model, state, ffn)
+        if unpad:
+            if attention and model.config._attn_implementation == "fastattn":
+                from .unpad import swap_unpad
+                swap_unpad(model, state, always=unpad == "always")
+            else:
+                state.report.append("unpad: not applied: it needs the fastattn attention (attention=True)")
     except Exception:
         _undo(model, state)
         raise
     object.__setattr__(model, _STATE_ATTR, state)
     for line in state.report:
-        (logger.info if "not swapped" not in line and "left as is" not in line else logger.warning)(
+        (logger.info if "not swapped" not in line and "left as is" not in line and "not applied" not in line
+         else logger.warning)(
             f"fastattn.optimize: {line}")
     return model
 

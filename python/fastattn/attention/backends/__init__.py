@@ -9,3 +9,5 @@ for _b in (CudaAttention(), TritonAttention(), TorchAttention()):
     dispatch.register(_b)
 
 __all__ = ["CudaAttention", "TritonAttention", "TorchAttention"]
+
+from . import varlen as _varlen  # noqa: E402,F401  (registers the attention_varlen backends)

@@ -71,6 +71,26 @@ class AttnBackend(dispatch.Backend):
     def kernel_reasons(self, inp) -> List[str]:
         return []
 
+    def kernel_variant(self, inp) -> Tuple[str, ...]:
+        """What selects a different compiled kernel for ``inp`` beyond dtype, head dims, GQA group and mask
+        form (part of the on-device self-check's variant key, :mod:`fastattn.selfcheck`)."""
+        return ()
+
+    def check_launch(self, inp, out: torch.Tensor, rng: Tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """:meth:`launch` as the self-check runs it on its small problem (a backend may pin what real calls
+        tune, e.g. Triton's tiles: one compile instead of autotuning the check's own shape). Calls the
+        class's :meth:`launch`."""
+        return type(self).launch(self, inp, out, rng)
+
+    def check_launch_bwd(self, inp, out, lse, dout, rng: Tuple[int, int] = (0, 0)):
+        """:meth:`launch_bwd` as the self-check runs it."""
+        return type(self).launch_bwd(self, inp, out, lse, dout, rng)
+
+    def self_check_lengths(self, inp) -> Tuple[Tuple[int, int], ...]:
+        """``(Lq, Lk)`` of the small problems the self-check runs for ``inp``'s variant: the kernel path
+        ``inp`` takes, with partial tiles."""
+        return ((40, 72),)
+
     def capabilities(self):
         caps = super().capabilities()
         dims = self.head_dims()

@@ -4,8 +4,10 @@ What it runs: fp16, bf16, fp32 (fp32 with IEEE-fp32 dots, never TF32); head dims
 differ; non-powers of two are padded and masked); GQA/MQA by index arithmetic; every mask form of
 :class:`~fastattn.masks.NormalizedMask` (causal top-left/bottom-right, key lengths, a ``(B, Lk)`` key
 mask, a dense bool/additive mask read through its broadcast strides) in one kernel family; q/k/v/out
-with any strides whose last dim is contiguous, read and written in place. Forward only: autograd goes
-through the recompute backward of the ``fastattn::attn_fwd`` custom op; dropout is not in the kernel.
+with any strides whose last dim is contiguous, read and written in place. Autograd goes through the
+recompute backward of the ``fastattn::attn_fwd`` custom op until the fused backward
+(``triton_attention_bwd.attn_bwd_triton``) is wired in. Dropout runs in the prefill kernel when the
+caller passes ``dropout_p, seed, offset`` to ``_attn_fwd_triton`` (contract: ``fastattn.dropout``).
 
 On CUDA devices of compute capability >= 8.0 it autotunes per (bucketed Lq, bucketed Lk, head dims,
 mask form, dtype). Under ``TRITON_INTERPRET=1`` it runs CPU tensors with one fixed small config; there
@@ -33,12 +35,12 @@ def _next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
-def _prefill_meta(q_dtype, E, Ev, causal, has_kl, has_km, dense_mode, fast_scale, interpret):
+def _prefill_meta(q_dtype, E, Ev, causal, has_kl, has_km, dense_mode, fast_scale, interpret, has_dropout=False):
     """The constexpr keyword arguments of ``_attn_fwd_kernel`` (cached per key by the caller)."""
     dot_upcast = interpret and q_dtype == torch.bfloat16
     return dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=max(16, _next_pow2(E)), BLOCK_DV=max(16, _next_pow2(Ev)),
                 IS_CAUSAL=causal, HAS_KEY_LENS=has_kl, HAS_KEY_MASK=has_km, DENSE_MODE=dense_mode,
-                FAST_SCALE=fast_scale, DOT_UPCAST=dot_upcast,
+                FAST_SCALE=fast_scale, DOT_UPCAST=dot_upcast, HAS_DROPOUT=has_dropout,
                 INPUT_PRECISION="ieee" if (q_dtype == torch.float32 or dot_upcast) else "tf32",
                 # the exp2 argument is one FMA (qk * qk_scale - m): keep fusion on whatever the Triton
                 # default (3.10 turns TRITON_DEFAULT_FP_FUSION off by default); the interpreter ignores it
@@ -53,7 +55,8 @@ _TUNED = {}
 
 
 def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, path: Optional[str] = None,
-                     num_splits: Optional[int] = None) -> torch.Tensor:
+                     num_splits: Optional[int] = None, dropout_p: float = 0.0, seed: int = 0,
+                     offset: int = 0) -> torch.Tensor:
     """Launch the fused forward: write ``softmax(q k^T * scale + mask) v`` into ``out`` and return the
     float32 natural-log LSE ``(B, Hq, Lq)`` (``-inf`` on rows with no visible key).
 
@@ -67,6 +70,13 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
     (prefill: ``{"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}``; decode: ``{"BLOCK_N",
     "num_warps", "num_stages"}``) instead of autotuning / the decode rule; ``num_splits`` forces the
     decode split count.
+
+    ``dropout_p, seed, offset``: dropout in the prefill kernel (the decode pair declines it: with
+    ``0 < dropout_p < 1`` short queries run the prefill kernel, and ``path="decode"`` raises). The
+    keep mask is the counter-based contract of :mod:`fastattn.dropout`, keyed by ``(seed, offset)``;
+    the backward (``triton_attention_bwd.attn_bwd_triton``) regenerates it from the same pair. The
+    returned LSE is that of the undropped scores. ``dropout_p == 1`` writes zeros (and the LSE).
+    ``inp.dropout_p`` is not read: the caller passes the dropout it drew seed and offset for.
     """
     q, k, v, m = inp.query, inp.key, inp.value, inp.mask
     B, Hq, Lq, E = q.shape
@@ -82,11 +92,21 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
         lse.fill_(float("-inf"))
         return lse
 
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1], got {dropout_p}")
+    if dropout_p >= 1.0:  # everything dropped: the output is 0, the LSE that of the scores
+        lse = _attn_fwd_triton(inp, out, config, path=path, num_splits=num_splits)
+        out.zero_()
+        return lse
+    has_dropout = dropout_p > 0.0
     dense = m.dense
     if path is None:
-        path = "decode" if (Lq <= DECODE_MAX_LQ and dense is None and config is None) else "prefill"
+        path = "decode" if (Lq <= DECODE_MAX_LQ and dense is None and config is None and not has_dropout) \
+            else "prefill"
     elif path == "decode" and dense is not None:
         raise ValueError("the decode kernel has no dense mask; use path='prefill'")
+    elif path == "decode" and has_dropout:
+        raise ValueError("the decode kernel has no dropout; use path='prefill'")
 
     kl, km = m.key_lengths, m.key_mask
     key_lens, stride_klb = q, 0  # q stands in for absent optional tensors; never dereferenced
@@ -122,13 +142,19 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
         dense = q
     fast_scale = scale > 0.0 and dense_mode != 2
     interpret = info.capability is None
+    if has_dropout:
+        from ...dropout import philox_kernel_args
+        drop = tuple(philox_kernel_args(seed, offset, dropout_p))
+    else:
+        drop = (0, 0, 0, 0, 1.0)
 
     args = (q, k, v, out, lse, key_lens, key_mask, key_range, dense,
             qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], ost[0], ost[1], ost[2],
             stride_klb, stride_kmb, stride_kmn, dstr[0], dstr[1], dstr[2], dstr[3],
-            Hq, Hq // Hkv, Lq, Lk, causal_off, scale * LOG2E, scale,
+            Hq, Hq // Hkv, Lq, Lk, causal_off, scale * LOG2E, scale, *drop,
             _next_pow2(Lq), _next_pow2(Lk))
-    mkey = (dtype, E, Ev, causal is not None, kl is not None, km is not None, dense_mode, fast_scale, interpret)
+    mkey = (dtype, E, Ev, causal is not None, kl is not None, km is not None, dense_mode, fast_scale, interpret,
+            has_dropout)
     meta = _META.get(mkey)
     if meta is None:
         meta = _META[mkey] = _prefill_meta(*mkey)
@@ -225,6 +251,10 @@ class TritonAttention(AttnBackend):
     DEVICES = ("cuda", "interpret")
     MIN_CAPABILITY = (8, 0)
     HEAD_DIMS = range(MIN_HEAD_DIM, MAX_HEAD_DIM + 1)
+    #: fused FlashAttention-2-style backward (kernels/attention/bwd.py): deterministic, no atomics
+    SUPPORTS_BACKWARD = True
+    #: counter-based dropout in the prefill forward and the backward (fastattn.dropout's contract)
+    SUPPORTS_DROPOUT = True
 
     def probe(self) -> Optional[str]:
         why = triton_reason()  # triton importable; a GPU >= sm_80 or TRITON_INTERPRET=1
@@ -268,7 +298,75 @@ class TritonAttention(AttnBackend):
         return reasons
 
     def launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
+        if inp.dropout_p > 0:
+            return _attn_fwd_triton(inp, out, dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1])
         return _attn_fwd_triton(inp, out)
+
+    def launch_bwd(self, inp, out, lse, dout, rng=(0, 0)):
+        from .triton_bwd import attn_bwd_triton
+        return attn_bwd_triton(inp.query, inp.key, inp.value, out, lse, dout, inp.mask, inp.scale,
+                               dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1])
+
+    def check_launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
+        tiles = None if _decode_path(inp) else _check_tiles(inp, "fwd")
+        if tiles is not None:
+            try:
+                return _attn_fwd_triton(inp, out, tiles, dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1])
+            except Exception:  # noqa: BLE001 - the pinned tile does not build here: the real calls' path decides
+                pass
+        return type(self).launch(self, inp, out, rng)
+
+    def check_launch_bwd(self, inp, out, lse, dout, rng=(0, 0)):
+        tiles = _check_tiles(inp, "bwd")
+        if tiles is not None:
+            try:
+                from .triton_bwd import attn_bwd_triton
+                return attn_bwd_triton(inp.query, inp.key, inp.value, out, lse, dout, inp.mask, inp.scale,
+                                       dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1], config=tiles)
+            except Exception:  # noqa: BLE001
+                pass
+        return type(self).launch_bwd(self, inp, out, lse, dout, rng)
+
+    def kernel_variant(self, inp):
+        if _decode_path(inp):
+            return ("decode", f"q{inp.Lq}")  # the decode kernel's row tile depends on group * Lq
+        return ("prefill",) if inp.scale > 0 else ("prefill", "scale<=0")  # FAST_SCALE
+
+    def self_check_lengths(self, inp):
+        if _decode_path(inp):
+            return ((inp.Lq, 72), (inp.Lq, 300))  # one KV split; split-KV + the combine kernel
+        return ((40, 72),)
+
+
+def _check_tiles(inp, direction: str) -> Optional[dict]:
+    """Fixed tiles for the on-device self-check on a GPU: the smallest tile of each kernel's config list
+    that the resource model keeps (forward) / the smallest (backward kernels): one compile, which the real
+    calls' autotuning shares, instead of autotuning the check's own small shape. ``None`` under the
+    interpreter (one fixed tile there anyway)."""
+    cap = device_info(inp.device).capability
+    if cap is None:
+        return None
+    from fastattn.kernels import attention as K
+
+    def smallest(confs):
+        c = min(confs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_warps, c.num_stages))
+        return K.config_kwargs(c)
+
+    if direction == "bwd":
+        return {family: smallest(K.bwd_configs_for(family, cap)) for family in ("dkdv", "dq")}
+    bd, bdv = max(16, _next_pow2(inp.E)), max(16, _next_pow2(inp.Ev))
+    dense = inp.mask.dense
+    dense_mode = 0 if dense is None else (1 if dense.dtype == torch.bool else 2)
+    smem = device_info(inp.device).smem_per_block
+    confs = K.configs_for(cap)
+    fit = [c for c in confs if K.keep(c, cap, bd) and K.config_fits(
+        c, bd, bdv, inp.query.element_size(), smem, dense_mode, inp.mask.key_mask is not None)]
+    return smallest(fit or confs)
+
+
+def _decode_path(inp) -> bool:
+    """Whether ``_attn_fwd_triton`` runs ``inp`` on the decode kernels (as its own routing decides)."""
+    return inp.Lq <= DECODE_MAX_LQ and inp.mask.dense is None and not inp.dropout_p > 0
 
 
 __all__ = ["TritonAttention", "_attn_fwd_triton"]

@@ -1,0 +1,210 @@
+"""Launcher of the fused Triton attention backward (``fastattn/kernels/attention/bwd.py``).
+
+:func:`attn_bwd_triton` takes plain tensors (what an autograd context saves: q, k, v, out, lse and the
+dropout RNG state) plus a :class:`~fastattn.masks.NormalizedMask`, and returns ``(dq, dk, dv)``. Three
+launches: the ``delta = rowsum(dO * O)`` preprocess, the dK/dV kernel (GQA group reduced in the
+kernel), the dQ kernel. No atomics: bitwise deterministic.
+
+On CUDA (compute capability >= 8.0) each kernel autotunes over its config list for the arch
+(``CONFIGS_BWD_*_SM80`` / ``_SM90`` in ``kernels/attention/configs.py``, pruned by a register and
+shared-memory model); under
+``TRITON_INTERPRET=1`` CPU tensors run with one fixed small config (bf16 dots on fp32-upcast operands
+there, as in the forward: the interpreter's bf16 ``tl.dot`` is wrong).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from ...dropout import philox_kernel_args
+from ...masks import NormalizedMask
+from ...runtime import device_guard, device_info
+
+__all__ = ["attn_bwd_triton"]
+
+LOG2E = 1.4426950408889634
+_MAX_BLOCK = 128
+
+
+def _next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _check_view(name: str, t: torch.Tensor, shape, dtype, device) -> None:
+    if tuple(t.shape) != tuple(shape) or t.dtype != dtype or t.device != device:
+        raise ValueError(f"{name} must be a {dtype} tensor of shape {tuple(shape)} on {device}; got "
+                         f"{t.dtype} {tuple(t.shape)} on {t.device}")
+    if t.shape[-1] > 1 and t.stride(-1) != 1:
+        raise ValueError(f"{name} must have a contiguous last dim (stride 1), got strides {t.stride()}")
+
+
+def _grad_like(t: torch.Tensor) -> torch.Tensor:
+    """An uninitialised gradient buffer for ``t``: its strides when they are dense (``(B, L, H, D)``
+    views stay that way), else contiguous."""
+    return torch.empty_like(t, memory_format=torch.preserve_format)
+
+
+#: (kernel family, constexpr key) -> constexpr kwargs
+_META = {}
+
+
+def attn_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                    dout: torch.Tensor, mask: Optional[NormalizedMask], scale: float, *,
+                    dropout_p: float = 0.0, seed: int = 0, offset: int = 0,
+                    dq: Optional[torch.Tensor] = None, dk: Optional[torch.Tensor] = None,
+                    dv: Optional[torch.Tensor] = None, config: Optional[dict] = None
+                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``out = dropout(softmax(q k^T * scale + mask)) v`` w.r.t. q, k, v.
+
+    * ``q (B, Hq, Lq, E)``, ``k (B, Hkv, Lk, E)``, ``v (B, Hkv, Lk, Ev)``: the forward's inputs, any
+      strides with a contiguous last dim (read in place); ``Hq % Hkv == 0`` (query head ``h`` uses KV
+      head ``h // (Hq // Hkv)``); fp16, bf16 or fp32.
+    * ``out``, ``dout`` ``(B, Hq, Lq, Ev)``: the forward's output and its gradient (any strides;
+      ``dout`` with a non-unit last-dim stride, e.g. an expanded scalar gradient, is copied).
+    * ``lse`` float32 ``(B, Hq, Lq)``: the forward's natural-log LSE of the (undropped) scores,
+      ``-inf`` on rows with no visible key.
+    * ``mask``: the forward's :class:`~fastattn.masks.NormalizedMask` (``None`` = no mask); ``scale``
+      the forward's softmax scale.
+    * ``dropout_p, seed, offset``: the forward's dropout; the keep mask is regenerated from
+      ``(seed, offset)`` by the contract of :mod:`fastattn.dropout`. ``dropout_p == 1`` gives zeros.
+    * ``dq, dk, dv``: optional output buffers (shapes of q, k, v, same dtype, contiguous last dim, e.g.
+      views into one packed ``dqkv``); default: new tensors laid out like q, k, v when those are dense.
+    * ``config``: pin tiles instead of autotuning, ``{"dkdv": {"BLOCK_M", "BLOCK_N", "num_warps",
+      "num_stages"}, "dq": {...}}`` (either key may be absent).
+
+    Returns ``(dq, dk, dv)`` in the input dtype. Rows with no visible key get ``dq = 0``; keys no row
+    sees get ``dk = dv = 0``; never NaN. Bitwise deterministic. A float mask gets no gradient here.
+    """
+    mask = mask if mask is not None else NormalizedMask()
+    B, Hq, Lq, E = q.shape
+    Bk, Hkv, Lk, Ek = k.shape
+    Ev = v.shape[3]
+    dtype, dev = q.dtype, q.device
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError("q, k, v must be 4-D (B, H, L, D)")
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"q has dtype {dtype}; the triton backward supports float16, bfloat16, float32")
+    if Bk != B or Ek != E or Hkv == 0 or Hq % Hkv:
+        raise ValueError(f"k {tuple(k.shape)} does not match q {tuple(q.shape)} (B, E equal; Hq % Hkv == 0)")
+    _check_view("q", q, (B, Hq, Lq, E), dtype, dev)
+    _check_view("k", k, (B, Hkv, Lk, E), dtype, dev)
+    _check_view("v", v, (B, Hkv, Lk, Ev), dtype, dev)
+    _check_view("out", out, (B, Hq, Lq, Ev), dtype, dev)
+    if dout.shape != out.shape or dout.dtype != dtype or dout.device != dev:
+        raise ValueError(f"dout must be a {dtype} tensor of shape {tuple(out.shape)} on {dev}; got "
+                         f"{dout.dtype} {tuple(dout.shape)} on {dout.device}")
+    if Ev > 1 and dout.stride(3) != 1:
+        dout = dout.contiguous()
+    if lse.shape != (B, Hq, Lq) or lse.dtype != torch.float32 or lse.device != dev:
+        raise ValueError(f"lse must be a float32 tensor of shape {(B, Hq, Lq)} on {dev}; got "
+                         f"{lse.dtype} {tuple(lse.shape)} on {lse.device}")
+    lse = lse.contiguous()
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1], got {dropout_p}")
+    if dq is None:
+        dq = _grad_like(q)
+    if dk is None:
+        dk = _grad_like(k)
+    if dv is None:
+        dv = _grad_like(v)
+    _check_view("dq", dq, q.shape, dtype, dev)
+    _check_view("dk", dk, k.shape, dtype, dev)
+    _check_view("dv", dv, v.shape, dtype, dev)
+
+    if B * Hq * Lq == 0 or Lk == 0 or dropout_p >= 1.0:
+        # nothing visible (or everything dropped): every gradient is exactly 0
+        for t in (dq, dk, dv):
+            t.zero_()
+        return dq, dk, dv
+
+    kl, km, dense = mask.key_lengths, mask.key_mask, mask.dense
+    key_lens, stride_klb = lse, 0  # lse stands in for absent optional tensors; never dereferenced
+    key_mask, key_range, stride_kmb, stride_kmn = lse, lse, 0, 0
+    if kl is not None:
+        key_lens, stride_klb = kl, kl.stride(0)
+    if km is not None:
+        key_mask = km.view(torch.uint8)
+        stride_kmb, stride_kmn = key_mask.stride()
+        key_range = mask.key_range()  # once per mask object (the forward's, when autograd kept it)
+    causal = mask.causal
+    causal_off = 0 if causal is None or causal == "top_left" else Lk - Lq
+    dense_mode, dstr = 0, (0, 0, 0, 0)
+    if dense is not None:
+        if dense.dtype == torch.bool:
+            dense, dense_mode = dense.view(torch.uint8), 1
+        else:
+            dense_mode = 2
+        dstr = dense.stride()
+    else:
+        dense = lse
+    scale = float(scale)
+    fast_scale = scale > 0.0 and dense_mode != 2
+    has_dropout = dropout_p > 0.0
+    if has_dropout:
+        dk0, dk1, dc3, dthr, dscale = philox_kernel_args(seed, offset, dropout_p)
+    else:
+        dk0, dk1, dc3, dthr, dscale = 0, 0, 0, 0, 1.0
+
+    info = device_info(dev)
+    interpret = info.capability is None
+    mkey = (dtype, E, Ev, causal is not None, kl is not None, km is not None, dense_mode, fast_scale,
+            has_dropout, interpret)
+    meta = _META.get(mkey)
+    if meta is None:
+        dot_upcast = interpret and dtype == torch.bfloat16
+        meta = _META[mkey] = dict(
+            HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=max(16, _next_pow2(E)), BLOCK_DV=max(16, _next_pow2(Ev)),
+            IS_CAUSAL=causal is not None, HAS_KEY_LENS=kl is not None, HAS_KEY_MASK=km is not None,
+            DENSE_MODE=dense_mode, FAST_SCALE=fast_scale, HAS_DROPOUT=has_dropout, DOT_UPCAST=dot_upcast,
+            INPUT_PRECISION="ieee" if (dtype == torch.float32 or dot_upcast) else "tf32",
+            enable_fp_fusion=True)
+
+    from fastattn.kernels import attention as KB
+    qs, ks, vs, os_, dos = q.stride(), k.stride(), v.stride(), out.stride(), dout.stride()
+    dqs, dks, dvs = dq.stride(), dk.stride(), dv.stride()
+    group = Hq // Hkv
+    lq_b, lk_b = _next_pow2(Lq), _next_pow2(Lk)
+    delta = torch.empty((B, Hq, Lq), dtype=torch.float32, device=dev)
+    row_scale = torch.empty((B, Hq, Lq), dtype=torch.float32, device=dev)  # 1 / rowsum(exp(S - lse))
+    cfg = dict(config or {})
+    if interpret:
+        cfg.setdefault("dkdv", KB.config_kwargs(KB.CONFIG_INTERPRET_BWD_DKDV))
+        cfg.setdefault("dq", KB.config_kwargs(KB.CONFIG_INTERPRET_BWD_DQ))
+
+    with device_guard(dev):
+        bm_pre = KB.bwd_preprocess_block_m(meta["BLOCK_DV"])
+        KB._attn_bwd_preprocess_kernel[(_cdiv(Lq, bm_pre) * B * Hq,)](
+            out, dout, delta, os_[0], os_[1], os_[2], dos[0], dos[1], dos[2], Hq, Lq,
+            HEAD_DIM_V=Ev, BLOCK_DV=meta["BLOCK_DV"], BLOCK_M=bm_pre, num_warps=4, num_stages=1)
+
+        common_tail = (stride_klb, stride_kmb, stride_kmn, dstr[0], dstr[1], dstr[2], dstr[3])
+        drop = (dk0, dk1, dc3, dthr, dscale)
+        # dQ first: it also writes the row renormalisation the dK/dV kernel reads
+        dq_args = (q, k, v, dout, lse, delta, row_scale, dq, key_lens, key_mask, key_range, dense,
+                   qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], dos[0], dos[1], dos[2],
+                   dqs[0], dqs[1], dqs[2], *common_tail,
+                   Hq, group, Lq, Lk, causal_off, scale * LOG2E, scale, *drop, lq_b, lk_b)
+        if "dq" in cfg:
+            c = cfg["dq"]
+            KB._attn_bwd_dq_kernel[(_cdiv(Lq, c["BLOCK_M"]) * B * Hq,)](*dq_args, **meta, **c)
+        else:
+            KB.autotuned_bwd_kernel("dq", info.capability)[lambda mt: (_cdiv(Lq, mt["BLOCK_M"]) * B * Hq,)](
+                *dq_args, **meta)
+
+        dkdv_args = (q, k, v, dout, lse, delta, row_scale, dk, dv, key_lens, key_mask, key_range, dense,
+                     qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], dos[0], dos[1], dos[2],
+                     dks[0], dks[1], dks[2], dvs[0], dvs[1], dvs[2], *common_tail,
+                     Hq, Hkv, group, Lq, Lk, causal_off, scale * LOG2E, scale, *drop, lq_b, lk_b)
+        if "dkdv" in cfg:
+            c = cfg["dkdv"]
+            KB._attn_bwd_dkdv_kernel[(_cdiv(Lk, c["BLOCK_N"]) * B * Hkv,)](*dkdv_args, **meta, **c)
+        else:
+            KB.autotuned_bwd_kernel("dkdv", info.capability)[lambda mt: (_cdiv(Lk, mt["BLOCK_N"]) * B * Hkv,)](
+                *dkdv_args, **meta)
+    return dq, dk, dv
