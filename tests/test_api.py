@@ -431,6 +431,8 @@ def test_kernel_backends_refuse_dropout_and_prefer_fused_backward_in_auto(monkey
     monkeypatch.setattr(tb, "_checked", True)
     monkeypatch.setattr(tb, "_unavailable", None)
     monkeypatch.setattr(tb, "special_reasons", lambda inp: [])  # as if it ran these inputs (CPU, no GPU)
+    monkeypatch.setattr(tb, "SUPPORTS_BACKWARD", False)  # a forward-only kernel backend
+    monkeypatch.setattr(tb, "SUPPORTS_DROPOUT", False)
     monkeypatch.setattr(tb, "device_reasons", lambda dev: [])
     q, k, v = _qkv(1, 2, 2, 4, 4, 8)
     from fastattn.inputs import normalize_attention
