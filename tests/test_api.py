@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -358,6 +360,7 @@ def test_forced_unavailable_backend_message_carries_its_reason(op, monkeypatch):
     ATTENTION_BACKENDS, FFN_BACKENDS = dispatch.backends("attention"), dispatch.backends("gelu_ffn")
     b = (ATTENTION_BACKENDS if op == "attention" else FFN_BACKENDS)["triton"]
     monkeypatch.setattr(b, "_checked", True)
+    monkeypatch.setattr(b, "_probed_with", os.environ.get("TRITON_INTERPRET"))  # the probe stays cached
     monkeypatch.setattr(b, "_unavailable", "simulated: no usable triton on this test machine")
     q, k, v = _qkv(1, 2, 2, 4, 4, 8)
     x, w1, w2 = torch.randn(3, 8), torch.randn(16, 8), torch.randn(8, 16)
