@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,13 +208,15 @@ def test_autograd_matches_float64_reference():
 
 
 def test_dropout_is_applied_and_matches_sdpa_rng():
+    """The torch backend's dropout is SDPA's own (same RNG stream); the triton kernel's counter-based
+    dropout has its own tests (tests/test_dropout.py)."""
     q, k, v = _qkv(2, 2, 2, 16, 16, 16, seed=17)
     torch.manual_seed(123)
-    ours = fastattn.attention(q, k, v, dropout_p=0.5)
+    ours = fastattn.attention(q, k, v, dropout_p=0.5, backend="torch")
     torch.manual_seed(123)
     theirs = F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
     torch.testing.assert_close(ours, theirs)
-    assert (ours - fastattn.attention(q, k, v)).abs().max() > 1e-3  # dropout really happened
+    assert (ours - fastattn.attention(q, k, v, backend="torch")).abs().max() > 1e-3  # dropout really happened
 
 
 def test_reference_dropout_mask():
@@ -312,6 +316,7 @@ def test_forced_unavailable_backend_message_carries_its_reason(op, monkeypatch):
     ATTENTION_BACKENDS, FFN_BACKENDS = dispatch.backends("attention"), dispatch.backends("gelu_ffn")
     b = (ATTENTION_BACKENDS if op == "attention" else FFN_BACKENDS)["triton"]
     monkeypatch.setattr(b, "_checked", True)
+    monkeypatch.setattr(b, "_probed_with", os.environ.get("TRITON_INTERPRET"))  # the probe stays cached
     monkeypatch.setattr(b, "_unavailable", "simulated: no usable triton on this test machine")
     q, k, v = _qkv(1, 2, 2, 4, 4, 8)
     x, w1, w2 = torch.randn(3, 8), torch.randn(16, 8), torch.randn(8, 16)
@@ -385,6 +390,8 @@ def test_kernel_backends_refuse_dropout_and_prefer_fused_backward_in_auto(monkey
     monkeypatch.setattr(tb, "_checked", True)
     monkeypatch.setattr(tb, "_unavailable", None)
     monkeypatch.setattr(tb, "special_reasons", lambda inp: [])  # as if it ran these inputs (CPU, no GPU)
+    monkeypatch.setattr(tb, "SUPPORTS_BACKWARD", False)  # a forward-only kernel backend
+    monkeypatch.setattr(tb, "SUPPORTS_DROPOUT", False)
     monkeypatch.setattr(tb, "device_reasons", lambda dev: [])
     q, k, v = _qkv(1, 2, 2, 4, 4, 8)
     from fastattn.inputs import normalize_attention

@@ -35,7 +35,8 @@ DEVICE = "cpu" if INTERPRET else ("cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _triton_ok() -> bool:
-    from fastattn.backends import ATTENTION_BACKENDS
+    from fastattn import dispatch
+    ATTENTION_BACKENDS = dispatch.backends("attention")
     return ATTENTION_BACKENDS["triton"].unavailable_reason() is None
 
 
@@ -148,7 +149,7 @@ def test_kernel_bits_equal_contract_at_huge_indices():
 
 # ------------------------------------------------------------------------------- forward kernel
 def _fwd(inp, p, seed, offset, config=None):
-    from fastattn.backends.triton_attention import _attn_fwd_triton
+    from fastattn.attention.backends.triton import _attn_fwd_triton
     out = torch.empty((inp.B, inp.Hq, inp.Lq, inp.Ev), dtype=inp.dtype, device=inp.device)
     lse = _attn_fwd_triton(inp, out, config, dropout_p=p, seed=seed, offset=offset)
     return out, lse
@@ -244,7 +245,7 @@ def test_forward_and_backward_use_one_mask():
     """A central finite difference of <dO, attention(q + t dq, k + t dk, v + t dv)> through the
     forward kernel (fp32, one (seed, offset)) matches <(dq, dk, dv), grads> from the backward kernel
     with the same (seed, offset); with another seed in the backward it does not."""
-    from fastattn.backends.triton_attention_bwd import attn_bwd_triton
+    from fastattn.attention.backends.triton_bwd import attn_bwd_triton
     g = torch.Generator().manual_seed(11)
     B, Hq, Hkv, Lq, Lk, E, p = 1, 2, 1, 29, 37, 16, 0.35
     seed, offset = 99, 12

@@ -90,7 +90,7 @@ class BwdCase:
 
 
 def run_bwd(inp, out, lse, dout, *, p=0.0, seed=0, offset=0, config=None):
-    from fastattn.backends.triton_attention_bwd import attn_bwd_triton
+    from fastattn.attention.backends.triton_bwd import attn_bwd_triton
     return attn_bwd_triton(inp.query, inp.key, inp.value, out, lse, dout, inp.mask, inp.scale,
                            dropout_p=p, seed=seed, offset=offset, config=config)
 
@@ -103,7 +103,7 @@ def forward_ref(inp, keep=None):
 
 def forward(inp, p=0.0, seed=0, offset=0):
     """The backward's inputs ``(out, lse)`` from the forward kernel (with dropout when ``p > 0``)."""
-    from fastattn.backends.triton_attention import _attn_fwd_triton
+    from fastattn.attention.backends.triton import _attn_fwd_triton
     out = torch.empty((inp.B, inp.Hq, inp.Lq, inp.Ev), dtype=inp.dtype, device=inp.device)
     lse = _attn_fwd_triton(inp, out, dropout_p=p, seed=seed, offset=offset)
     return out, lse
@@ -326,7 +326,7 @@ def test_strided_views(bc):
 def test_grad_layout_and_out_buffers():
     """Gradients of (B, L, H, D) views keep that layout; given buffers (views into one packed dqkv) are
     written in place; a dout with stride 0 on every dim (``out.sum()``'s gradient) works."""
-    from fastattn.backends.triton_attention_bwd import attn_bwd_triton
+    from fastattn.attention.backends.triton_bwd import attn_bwd_triton
     g = _gen("layouts")
     B, H, L, E = 2, 2, 37, 32
     qkv = cases._randn(g, (B, L, 3 * H, E), torch.float32)

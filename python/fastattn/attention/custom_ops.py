@@ -123,9 +123,11 @@ def _attn_backward(ctx, dout, dlse):
     key_lengths, key_mask, dense = (next(it) if h else None for h in ctx.has)
     dropout_p, seed, offset = ctx.rng
     dense_grad = dense is not None and dense.is_floating_point() and ctx.needs_input_grad[5]
-    if dense_grad:  # the mask's own gradient: only the recompute path computes it
+    if dense_grad or not _backend(ctx.backend).SUPPORTS_BACKWARD:
+        # the mask's own gradient, or a forward-only backend: recompute here, above the custom op
+        # (inside an op's implementation autograd does not record, so the recompute cannot run there)
         dq, dk, dv, ddense = recompute_attention_grads(q, k, v, dout, key_lengths, key_mask, dense, ctx.causal,
-                                                       ctx.scale, dropout_p, seed, offset, dense_grad=True)
+                                                       ctx.scale, dropout_p, seed, offset, dense_grad=dense_grad)
     else:
         dq, dk, dv = torch.ops.fastattn.attn_bwd(dout.contiguous(), q, k, v, out, lse, key_lengths, key_mask, dense,
                                                  ctx.causal, ctx.scale, ctx.backend, dropout_p, seed, offset)
