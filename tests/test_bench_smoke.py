@@ -21,7 +21,7 @@ from benchmarks import harness as H  # noqa: E402
 from fastattn import bench  # noqa: E402
 from fastattn.masks import NormalizedMask  # noqa: E402
 
-SUITES = {"peak", "attention", "ffn", "e2e", "cold", "overhead"}
+SUITES = {"peak", "attention", "ffn", "e2e", "cold", "overhead", "cpu"}
 
 
 @pytest.fixture(scope="module")
