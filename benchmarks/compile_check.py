@@ -20,7 +20,8 @@ Writes ``benchmarks/results/compile_check/triton-<version>.csv`` by default: one
 kernel, with the Triton version, date, commit and command in every row.
 
 Families (``FAMILIES``): ``prefill`` (``_attn_fwd_kernel``), ``decode`` (``_attn_decode_kernel``),
-``combine`` (``_attn_combine_kernel``). A family is a function ``(spec, config) -> compiled kernel`` plus
+``combine`` (``_attn_combine_kernel``), ``bwd_dkdv`` / ``bwd_dq`` (``_attn_bwd_dkdv_kernel`` /
+``_attn_bwd_dq_kernel``). A family is a function ``(spec, config) -> compiled kernel`` plus
 ``kept(spec, arch)``, the configs the launch policy would use for ``spec`` on ``arch``; another kernel
 family (e.g. the FFN) adds its pair to ``FAMILIES``.
 """
@@ -83,7 +84,8 @@ K = load_attention_kernels()
 class Spec:
     """One specialisation. ``mask``: ``+``-joined parts of ``causal``, ``key_lens``, ``key_mask``,
     ``dense_bool``, ``dense_f16`` / ``dense_bf16`` / ``dense_f32`` (additive bias of that dtype),
-    ``neg_scale`` (scale <= 0: natural units), ``mha`` (group == 1), ``split`` (decode), or ``none``.
+    ``neg_scale`` (scale <= 0: natural units), ``mha`` (group == 1), ``split`` (decode), ``dropout``
+    (prefill, backward), or ``none``.
     ``group`` / ``lq``: decode packing (query heads per KV head, query rows); ``splits``: combine."""
     family: str
     dtype: str
@@ -229,6 +231,50 @@ def combine_kept(spec: Spec, arch: int):
     return [(1, bs, K.combine_warps(bs, _bd(spec.ev)), 1)]
 
 
+# -------------------------------------------------------------------------------------- backward
+def _bwd_compile(fn, spec: Spec, cfg, arch: int):
+    bm, bn, warps, stages = cfg
+    p = spec.parts
+    ones = ("group", "Hq", "Hkv", "stride_kmn") if "mha" in p else ()
+    d = spec.dtype
+    sig, attrs = _signature(
+        fn, {"Q": d, "K": d, "V": d, "DO": d, "DQ": d, "DK": d, "DV": d, "Lse": "fp32", "Delta": "fp32",
+             "RowScale": "fp32", "KeyLens": "i64", "KeyMask": "u8", "KeyRange": "i32", "Dense": spec.dense_dtype},
+        floats=("qk_scale", "sm_scale", "drop_scale"), consts=ones,
+        nodiv=set(K.BWD_NO_SPECIALIZE) | {"Hq", "Hkv", "group"})
+    consts = dict(HEAD_DIM=spec.E, HEAD_DIM_V=spec.ev, BLOCK_D=_bd(spec.E), BLOCK_DV=_bd(spec.ev),
+                  IS_CAUSAL="causal" in p, HAS_KEY_LENS="key_lens" in p, HAS_KEY_MASK="key_mask" in p,
+                  DENSE_MODE=spec.dense_mode, FAST_SCALE=spec.dense_mode != 2 and "neg_scale" not in p,
+                  HAS_DROPOUT="dropout" in p, DOT_UPCAST=False,
+                  INPUT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32", BLOCK_M=bm, BLOCK_N=bn)
+    consts.update({n: 1 for n in ones})
+    return _compile(fn, sig, attrs, consts, arch, warps, stages)
+
+
+def bwd_dkdv_compile(spec: Spec, cfg, arch: int):
+    return _bwd_compile(K._attn_bwd_dkdv_kernel, spec, cfg, arch)
+
+
+def bwd_dq_compile(spec: Spec, cfg, arch: int):
+    return _bwd_compile(K._attn_bwd_dq_kernel, spec, cfg, arch)
+
+
+def _bwd_kept(family: str):
+    def kept(spec: Spec, arch: int):
+        cap = (arch // 10, arch % 10)
+        return [_tuple(c) for c in K.bwd_candidates(family, cap, SMEM[arch], _bd(spec.E), _bd(spec.ev),
+                                                    ELEM[spec.dtype], spec.dense_mode, "key_mask" in spec.parts,
+                                                    "dropout" in spec.parts,
+                                                    bool(spec.parts & {"causal", "key_lens", "key_mask"}))]
+    return kept
+
+
+def _bwd_listed(family: str):
+    def listed(spec: Spec, arch: int):
+        return [_tuple(c) for c in K.bwd_configs_for(family, (arch // 10, arch % 10))]
+    return listed
+
+
 @dataclass(frozen=True)
 class Family:
     compile: Callable
@@ -240,6 +286,8 @@ FAMILIES: Dict[str, Family] = {
     "prefill": Family(prefill_compile, prefill_kept, prefill_listed),
     "decode": Family(decode_compile, decode_kept),
     "combine": Family(combine_compile, combine_kept),
+    "bwd_dkdv": Family(bwd_dkdv_compile, _bwd_kept("dkdv"), _bwd_listed("dkdv")),
+    "bwd_dq": Family(bwd_dq_compile, _bwd_kept("dq"), _bwd_listed("dq")),
 }
 
 
@@ -294,6 +342,15 @@ DEFAULT_SPECS: List[Spec] = [
     Spec("decode", "bf16", 64, 0, "causal+key_mask+split", 16, 4),
     Spec("decode", "fp32", 128, 0, "causal+key_lens+split", 4, 1),
     Spec("combine", "fp16", 0, 128, "none", splits=32),
+    Spec("prefill", "fp16", 128, 0, "causal+dropout"),
+    Spec("bwd_dkdv", "fp16", 64, 0, "causal"),
+    Spec("bwd_dkdv", "fp16", 128, 0, "causal+dropout"),
+    Spec("bwd_dkdv", "bf16", 256, 0, "key_mask+causal"),
+    Spec("bwd_dkdv", "fp32", 64, 0, "dense_f32+dropout"),
+    Spec("bwd_dq", "fp16", 64, 0, "causal"),
+    Spec("bwd_dq", "fp16", 128, 0, "causal+dropout"),
+    Spec("bwd_dq", "bf16", 256, 0, "key_mask+causal"),
+    Spec("bwd_dq", "fp32", 64, 0, "dense_f32+dropout"),
 ]
 
 

@@ -5,6 +5,8 @@ decode pair (tile, split count, combine warps). Plain Python: nothing here is de
 
 from __future__ import annotations
 
+from typing import Optional
+
 import triton
 
 #: The largest ``Lq`` the launcher sends to the decode kernel (more rows per head: the prefill
@@ -230,17 +232,95 @@ def choose_num_splits(programs: int, n_sm: int, Lk: int) -> int:
 
 
 # --------------------------------------------------------------------------------- backward configs
-#: dK/dV (``bwd._attn_bwd_dkdv_kernel``): a program holds K, V (``BLOCK_N x E/Ev``) and the fp32 dK, dV
-#: accumulators; ``BLOCK_M`` is the query step. dQ (``bwd._attn_bwd_dq_kernel``): a program holds Q,
-#: dO and the fp32 dQ accumulator (``BLOCK_M`` rows); ``BLOCK_N`` is the key step.
-CONFIGS_BWD_DKDV_SM80 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (32, 64, 128)
-                         for w in (4, 8) for s in (1, 2, 3)]
-CONFIGS_BWD_DKDV_SM90 = [_cfg(bm, bn, w, s) for bm in (16, 32, 64) for bn in (64, 128)
-                         for w in (4, 8) for s in (2, 3, 4)]
-CONFIGS_BWD_DQ_SM80 = [_cfg(bm, bn, w, s) for bm in (32, 64, 128) for bn in (16, 32, 64)
-                       for w in (4, 8) for s in (1, 2, 3)]
-CONFIGS_BWD_DQ_SM90 = [_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (16, 32, 64)
-                       for w in (4, 8) for s in (2, 3, 4)]
+#: Tiles ``(BLOCK_M, BLOCK_N, num_warps)`` of the backward kernels that compile without spilling, by
+#: ``(family, arch major, element bytes, BLOCK_D class, tier)``; BLOCK_D class = max(BLOCK_D, BLOCK_DV)
+#: (64 covers 16..64). dK/dV (``bwd._attn_bwd_dkdv_kernel``): ``BLOCK_N`` keys per program hold K, V and
+#: the fp32 dK, dV accumulators, ``BLOCK_M`` is the query step; dQ: ``BLOCK_M`` rows hold Q, dO and the
+#: fp32 dQ, ``BLOCK_N`` is the key step. Tiers (what the specialisation adds to the registers): 0 no
+#: dense mask and no dropout (causal, key lengths, key mask); 1 a dense mask or dropout (not a dense
+#: mask together with causal / key masks, which the public API never combines); 2 everything at once.
+#: Measured, not modelled (the dK/dV kernel's registers follow no simple tile formula: on Hopper an
+#: 8-warp program with a 64-key block computes its transposed score tile per warpgroup): every tile
+#: here compiled with 0 spill bytes and 0 stack frame at 2 stages, triton 3.9, ptxas -v, for the tier's
+#: representative specialisation: tier 0 ``causal`` and ``causal+key_mask``, tier 1 ``dense_f16+dropout``,
+#: tier 2 ``causal+key_mask+dense_f16+dropout``; fp32 (IEEE FMA dots, small tiles) at tier 2
+#: (``benchmarks/compile_check.py --family bwd_dkdv|bwd_dq --configs ...``; the points are also in
+#: ``tests/test_triton_attention_bwd.py::BWD_SPILLS``). Hopper's wgmma wants 64 rows per warpgroup on
+#: the MMA's M side (``BLOCK_N`` for dK/dV, ``BLOCK_M`` for dQ).
+_T = {
+    # ---- fp16 / bf16, sm_90
+    ("dkdv", 9, 2, 64, 0): [(16, 64, 4), (32, 64, 4), (16, 128, 8), (32, 128, 8)],
+    ("dkdv", 9, 2, 128, 0): [(16, 64, 4), (32, 64, 8), (16, 128, 8)],
+    ("dkdv", 9, 2, 256, 0): [(16, 32, 4), (16, 32, 8)],
+    ("dkdv", 9, 2, 64, 1): [(16, 64, 4), (16, 128, 8)],
+    ("dkdv", 9, 2, 128, 1): [(16, 64, 8), (16, 32, 4)],
+    ("dkdv", 9, 2, 256, 1): [(16, 32, 8)],
+    ("dkdv", 9, 2, 64, 2): [(16, 32, 8)],
+    ("dkdv", 9, 2, 128, 2): [(16, 32, 8)],
+    ("dkdv", 9, 2, 256, 2): [(16, 32, 8)],
+    ("dq", 9, 2, 64, 0): [(64, 16, 4), (64, 32, 4), (64, 64, 4), (128, 16, 8), (128, 32, 8), (128, 64, 8)],
+    ("dq", 9, 2, 128, 0): [(64, 16, 4), (64, 32, 4), (128, 16, 8), (128, 32, 8)],
+    ("dq", 9, 2, 256, 0): [(128, 32, 8), (32, 16, 8)],
+    ("dq", 9, 2, 64, 1): [(64, 16, 4), (64, 32, 4), (128, 16, 8), (128, 32, 8)],
+    ("dq", 9, 2, 128, 1): [(64, 16, 4), (64, 16, 8), (128, 16, 8)],
+    ("dq", 9, 2, 256, 1): [(32, 16, 8), (16, 16, 4)],
+    ("dq", 9, 2, 64, 2): [(32, 16, 8)],
+    ("dq", 9, 2, 128, 2): [(32, 16, 8)],
+    ("dq", 9, 2, 256, 2): [(32, 16, 8), (16, 16, 4)],
+    # ---- fp16 / bf16, sm_80 (mma.sync)
+    ("dkdv", 8, 2, 64, 0): [(16, 32, 4), (32, 32, 4), (16, 64, 4), (32, 64, 4), (32, 64, 8), (16, 128, 8),
+                            (32, 128, 8)],
+    ("dkdv", 8, 2, 128, 0): [(16, 32, 4), (16, 32, 8), (16, 64, 8), (32, 64, 8), (16, 128, 8)],
+    ("dkdv", 8, 2, 256, 0): [(16, 32, 8)],
+    ("dkdv", 8, 2, 64, 1): [(16, 32, 4), (16, 64, 8)],
+    ("dkdv", 8, 2, 128, 1): [(16, 32, 8)],
+    ("dkdv", 8, 2, 256, 1): [(16, 32, 8)],
+    ("dkdv", 8, 2, 64, 2): [(16, 32, 8)],
+    ("dkdv", 8, 2, 128, 2): [(16, 32, 8)],
+    ("dkdv", 8, 2, 256, 2): [(16, 32, 8)],
+    ("dq", 8, 2, 64, 0): [(32, 32, 4), (64, 16, 4), (64, 32, 4), (64, 32, 8), (128, 16, 8), (128, 32, 8),
+                          (128, 64, 8)],
+    ("dq", 8, 2, 128, 0): [(64, 16, 4), (64, 32, 4), (64, 16, 8), (64, 32, 8), (128, 16, 8)],
+    ("dq", 8, 2, 256, 0): [(64, 16, 8)],
+    ("dq", 8, 2, 64, 1): [(32, 32, 4), (64, 16, 4), (128, 16, 8)],
+    ("dq", 8, 2, 128, 1): [(64, 16, 8), (64, 32, 8)],
+    ("dq", 8, 2, 256, 1): [(32, 16, 8)],
+    ("dq", 8, 2, 64, 2): [(32, 16, 8)],
+    ("dq", 8, 2, 128, 2): [(32, 16, 8)],
+    ("dq", 8, 2, 256, 2): [(32, 16, 8)],
+    # ---- fp32 (IEEE FMA dots; one list for every tier, measured at tier 2)
+    ("dkdv", 9, 4, 64, 2): [(16, 32, 4), (16, 64, 8), (16, 32, 8)],
+    ("dkdv", 9, 4, 128, 2): [(16, 32, 8), (16, 16, 4)],
+    ("dkdv", 9, 4, 256, 2): [(16, 16, 8)],
+    ("dq", 9, 4, 64, 2): [(32, 16, 4), (64, 16, 8), (32, 16, 8)],
+    ("dq", 9, 4, 128, 2): [(32, 16, 8), (16, 16, 4)],
+    ("dq", 9, 4, 256, 2): [(16, 16, 8)],
+    ("dkdv", 8, 4, 64, 2): [(16, 32, 8), (16, 16, 4)],
+    ("dkdv", 8, 4, 128, 2): [(16, 32, 8), (16, 16, 4)],
+    ("dkdv", 8, 4, 256, 2): [(16, 16, 8)],
+    ("dq", 8, 4, 64, 2): [(32, 16, 8), (16, 16, 4)],
+    ("dq", 8, 4, 128, 2): [(32, 16, 8)],
+    ("dq", 8, 4, 256, 2): [(16, 16, 8)],
+}
+for (_f, _a, _e, _d, _t), _tiles in list(_T.items()):
+    if _e == 4:
+        for _tier in (0, 1):
+            _T[(_f, _a, _e, _d, _tier)] = _tiles
+BWD_TILES = _T
+#: pipeline depth of the measured tiles (the measurement was at 2 stages; 1 is the fallback when
+#: shared memory does not fit)
+BWD_STAGES = 2
+
+
+def _bwd_list(family: str, major: int) -> list:
+    tiles = sorted({t for (f, a, _e, _d, _t), ts in BWD_TILES.items() if f == family and a == major for t in ts})
+    return [_cfg(bm, bn, w, BWD_STAGES) for bm, bn, w in tiles]
+
+
+CONFIGS_BWD_DKDV_SM80 = _bwd_list("dkdv", 8)
+CONFIGS_BWD_DKDV_SM90 = _bwd_list("dkdv", 9)
+CONFIGS_BWD_DQ_SM80 = _bwd_list("dq", 8)
+CONFIGS_BWD_DQ_SM90 = _bwd_list("dq", 9)
 #: The interpreter: one small fixed config per backward kernel, no autotuning.
 CONFIG_INTERPRET_BWD_DKDV = _cfg(32, 32, 4, 1)
 CONFIG_INTERPRET_BWD_DQ = _cfg(32, 32, 4, 1)
@@ -268,12 +348,60 @@ def bwd_configs_for(family: str, capability) -> list:
     raise ValueError(f"unknown backward kernel family {family!r}")
 
 
-def prune_bwd_dkdv(configs, named_args, **kwargs):
-    return configs
+def bwd_smem_bytes(family: str, conf: triton.Config, block_d: int, block_dv: int, elem_bytes: int) -> int:
+    """Shared memory of a backward config (matches ``metadata.shared`` of compile-only builds to ~1%):
+    the pipelined tiles of the loop (dK/dV: Q and dO, ``BLOCK_M`` rows; dQ: K and V, ``BLOCK_N`` rows)
+    times the stages, plus the program's resident tiles (dK/dV: K and V; dQ: Q and dO)."""
+    bm, bn = conf.kwargs["BLOCK_M"], conf.kwargs["BLOCK_N"]
+    stages = max(conf.num_stages, 1)
+    moving, resident = (bm, bn) if family == "dkdv" else (bn, bm)
+    return (stages * moving + resident) * (block_d + block_dv) * elem_bytes
 
 
-def prune_bwd_dq(configs, named_args, **kwargs):
-    return configs
+def bwd_tier(dense_mode: int = 0, dropout: bool = False, structural: bool = False) -> int:
+    """The register tier of a backward specialisation (see ``BWD_TILES``): 0 no dense mask and no
+    dropout, 1 a dense mask or dropout, 2 a dense mask together with causal / key lengths / key mask."""
+    if dense_mode and structural:
+        return 2
+    return 1 if (dense_mode or dropout) else 0
+
+
+def bwd_candidates(family: str, capability, smem_bytes: int, block_d: int, block_dv: int, elem_bytes: int,
+                   dense_mode: int = 0, key_mask: bool = False, dropout: bool = False,
+                   structural: Optional[bool] = None) -> list:
+    """The configs of ``bwd_configs_for(family, capability)`` the prune keeps: the measured tiles of
+    ``BWD_TILES`` for this arch, dtype, head dim and tier whose shared memory fits ``smem_bytes``
+    (unpipelined when no pipelined one fits). ``structural``: causal, key lengths or a key mask is
+    present (default: ``key_mask``)."""
+    major = 9 if capability[0] >= 9 else 8
+    dclass = max(64, block_d, block_dv)
+    tier = bwd_tier(dense_mode, dropout, key_mask if structural is None else structural)
+    tiles = BWD_TILES[(family, major, 4 if elem_bytes >= 4 else 2, dclass, tier)]
+    listed = bwd_configs_for(family, capability)
+    ok = [c for c in listed if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) in tiles
+          and bwd_smem_bytes(family, c, block_d, block_dv, elem_bytes) <= smem_bytes]
+    if not ok:  # nothing fits pipelined (a 100 KB part at head dim 256): the smallest tile, unpipelined
+        bm, bn, w = min(tiles, key=lambda t: (t[0] * t[1], -t[2]))
+        ok = [_cfg(bm, bn, w, 1)]
+    return ok
+
+
+def _bwd_prune(family: str):
+    def prune(configs, named_args, **kwargs):
+        """``early_config_prune`` of the backward ``family``: :func:`bwd_candidates` for the launch."""
+        args = {**named_args, **kwargs}
+        from fastattn.runtime import device_info  # the one owner of device facts (smem table included)
+        info = device_info(args["Q"].device)
+        structural = bool(args.get("IS_CAUSAL") or args.get("HAS_KEY_LENS") or args.get("HAS_KEY_MASK"))
+        return bwd_candidates(family, info.capability, info.smem_per_block, args["BLOCK_D"], args["BLOCK_DV"],
+                              args["Q"].element_size(), args.get("DENSE_MODE", 0),
+                              bool(args.get("HAS_KEY_MASK", False)), bool(args.get("HAS_DROPOUT", False)),
+                              structural)
+    return prune
+
+
+prune_bwd_dkdv = _bwd_prune("dkdv")
+prune_bwd_dq = _bwd_prune("dq")
 
 
 _autotuned_bwd = {}
