@@ -176,7 +176,8 @@ def prefill_kept(spec: Spec, arch: int) -> List[Tuple[int, int, int, int]]:
     """What the autotuner's prune keeps for a long query (every list entry that passes)."""
     cap = (arch // 10, arch % 10)
     kept = K.kept_configs(K.configs_for(cap), cap, SMEM[arch], _bd(spec.E), _bd(spec.ev), ELEM[spec.dtype],
-                          spec.dense_mode, ELEM[spec.dense_dtype], "key_mask" in spec.parts, 4096)
+                          spec.dense_mode, ELEM[spec.dense_dtype], "key_mask" in spec.parts, 4096,
+                          "dropout" in spec.parts)
     return [_tuple(c) for c in kept]
 
 

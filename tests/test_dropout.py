@@ -274,3 +274,32 @@ def test_forward_and_backward_use_one_mask():
     print(f"finite difference {fd:.6f}, backward same seed {same:.6f}, other seed {other:.6f}")
     assert abs(fd - same) <= 2e-3 * max(1.0, abs(fd))
     assert abs(fd - other) > 50 * abs(fd - same)
+
+
+#: Forward prefill kernel with dropout, compile-only (triton 3.9, ptxas -v, fp16): (arch, head dim, mask,
+#: BLOCK_M, BLOCK_N, warps, stages) -> spilled. ``configs.config_fits(..., dropout=True)`` is calibrated on these.
+FWD_DROPOUT_SPILLS = {
+    (90, 128, "causal", 128, 64, 8, 4): False, (90, 128, "causal", 64, 64, 4, 4): True,
+    (90, 128, "dense", 128, 64, 8, 2): True, (90, 128, "dense", 128, 32, 8, 2): False,
+    (90, 128, "key_mask", 128, 64, 8, 2): True, (90, 64, "causal", 128, 64, 8, 3): False,
+    (90, 256, "causal", 64, 64, 8, 2): True, (90, 256, "causal", 128, 32, 8, 2): True,
+    (90, 256, "causal", 64, 32, 8, 2): False, (90, 256, "causal", 64, 32, 8, 3): False,
+    (90, 256, "dense", 64, 32, 8, 2): True, (90, 256, "dense", 64, 16, 8, 2): False,
+    (80, 64, "causal", 64, 128, 8, 3): True, (80, 64, "dense", 128, 32, 8, 3): False,
+    (80, 128, "dense", 128, 32, 8, 3): True, (80, 128, "dense", 64, 64, 8, 3): True,
+    (80, 128, "key_mask+causal", 64, 64, 8, 3): False, (80, 64, "key_mask+causal", 64, 128, 8, 3): True,
+}
+
+
+def test_forward_prune_with_dropout_drops_measured_spills():
+    from fastattn.kernels import attention as K
+    for (arch, E, mask, bm, bn, w, s), spilled in FWD_DROPOUT_SPILLS.items():
+        cap = (arch // 10, 0)
+        smem = {90: 227 * 1024, 80: 163 * 1024}[arch]
+        dense = 2 if mask == "dense" else 0
+        kept = K.kept_configs(K.configs_for(cap), cap, smem, E, E, 2, dense, 2 if dense else 0, "key_mask" in mask,
+                              4096, True)
+        keys = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in kept}
+        assert kept, (arch, E, mask)
+        if spilled:
+            assert (bm, bn, w, s) not in keys, f"sm_{arch} E{E} {mask}+dropout {(bm, bn, w, s)} spills but is kept"

@@ -39,6 +39,9 @@ CONFIGS_SM90 = ([_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (64, 128) for 
 #: list; ``kept_configs`` uses it for 4-byte inputs instead of the per-arch list, with the same
 #: shared-memory check. ``benchmarks/compile_check.py`` re-checks it.
 CONFIGS_FP32 = [_cfg(16, bn, 8, s) for bn in (32, 64) for s in (2, 3)] + [_cfg(16, 16, 8, 3)]
+#: Dropout at head dim 256 with a dense mask: every tile above spilled (compile-only, sm_90 and sm_80,
+#: fp16); this one did not (244 registers on sm_90). Kept only for that case (``kept_configs``).
+CONFIG_DROPOUT_FALLBACK = _cfg(64, 16, 8, 2)
 #: The interpreter (TRITON_INTERPRET=1): one small fixed config, no autotuning.
 CONFIG_INTERPRET = _cfg(32, 32, 4, 1)
 
@@ -69,7 +72,8 @@ def _smem(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: int, den
 
 
 def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: int, smem_bytes: int,
-                dense_mode: int = 0, key_mask: bool = False, dense_bytes: int = 0) -> bool:
+                dense_mode: int = 0, key_mask: bool = False, dense_bytes: int = 0, dropout: bool = False,
+                sm80: bool = False) -> bool:
     """Resource model of the tensor-core (fp16/bf16) tiles, calibrated on ptxas output of compile-only
     builds (``benchmarks/compile_check.py``; first fit: fp16, triton 3.9, sm_90, every config x head
     dim; see ``benchmarks/notes/triton_attention.md``).
@@ -85,7 +89,18 @@ def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: in
     spilled with more than 2 stages (not captured by the formula). A dense mask (``dense_mode`` 1/2) or
     a key mask adds its tile of offsets/values/keep flags: two more score-tile terms (calibrated on
     bool/float/key masks at head dims 64/80/128). fp32 (``elem_bytes == 4``) tiles are not modelled
-    here: :data:`CONFIGS_FP32` lists the ones measured not to spill."""
+    here: :data:`CONFIGS_FP32` lists the ones measured not to spill.
+
+    Dropout (``HAS_DROPOUT``: the Philox words of a ``BLOCK_M x BLOCK_N / 4`` tile and the keep flags)
+    adds two more score-tile terms (64x64/4w at head dim 128 + causal spilled 20 bytes with one); at head dim 256 only ``BLOCK_M = 64, BLOCK_N <= 32`` tiles without a
+    dense mask stay spill-free (with one: :data:`CONFIG_DROPOUT_FALLBACK`); on sm_80 (``sm80``: mma.sync
+    keeps more operands in registers) the limit with dropout is 188 instead of 232. Calibrated on
+    compile-only fp16 builds (causal / dense-f16 / key-mask + dropout at head dims 64/128/256: e.g. on
+    sm_90 128x64/8w at 128 kept with a causal mask (248 registers) and pruned with a float mask (spilled
+    764 bytes); on sm_80 64x128/8w at 64 with key mask + causal spilled 220 bytes at model 224, 128x32/8w
+    at 128 with a float mask 12 bytes at 196, 64x64/8w at 128 with a float mask 4 bytes at 152, 64x128/8w
+    at 64 causal 116 bytes at 160: so on sm_80 dropout also needs ``BLOCK_N <= 64``, and ``<= 32`` with a
+    dense mask)."""
     bm, bn = conf.kwargs["BLOCK_M"], conf.kwargs["BLOCK_N"]
     stages = max(conf.num_stages, 1)
     smem = _smem(conf, block_d, block_dv, elem_bytes, dense_mode, dense_bytes, key_mask)
@@ -96,11 +111,20 @@ def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: in
         regs += 2 * bm * bn / threads
     if max(block_d, block_dv) >= 256 and stages > 2 and bn >= 64:
         return False
+    if dropout:
+        regs += 2 * bm * bn / threads
+        if max(block_d, block_dv) >= 256 and (bn >= 64 or bm >= 128 or dense_mode):
+            return False
+        if sm80:  # the philox tile grows with BLOCK_N: 64x128/8w spilled at model 160 (head dim 64)
+            if bn > 64 or (dense_mode and bn > 32):
+                return False
+            return smem <= smem_bytes and regs <= 188
     return smem <= smem_bytes and regs <= 232
 
 
 def kept_configs(configs, capability, smem_bytes: int, block_d: int, block_dv: int, elem_bytes: int,
-                 dense_mode: int = 0, dense_bytes: int = 0, key_mask: bool = False, lq_bucket: int = 1 << 30):
+                 dense_mode: int = 0, dense_bytes: int = 0, key_mask: bool = False, lq_bucket: int = 1 << 30,
+                 dropout: bool = False):
     """The configs of ``configs`` the prune keeps for one specialisation (what ``prune_configs`` returns
     inside the autotuner; also what ``benchmarks/compile_check.py`` compiles).
 
@@ -115,11 +139,15 @@ def kept_configs(configs, capability, smem_bytes: int, block_d: int, block_dv: i
         if not ok:  # no fp32 tile fits the model (which over-counts their pipeline): the smallest
             ok = [min((c for c in configs if _key(c) in fp32), key=lambda c: (c.kwargs["BLOCK_N"], c.num_stages))]
         return ok
+    fallback = _key(CONFIG_DROPOUT_FALLBACK)
     ok = [c for c in configs
-          if _key(c) not in fp32 and keep(c, capability, block_d)
-          and config_fits(c, block_d, block_dv, elem_bytes, smem_bytes, dense_mode, key_mask, dense_bytes)]
+          if _key(c) not in fp32 and _key(c) != fallback and keep(c, capability, block_d)
+          and config_fits(c, block_d, block_dv, elem_bytes, smem_bytes, dense_mode, key_mask, dense_bytes, dropout,
+                          capability is not None and capability[0] == 8)]
     short = [c for c in ok if c.kwargs["BLOCK_M"] <= max(lq_bucket, 64)]
     ok = short or ok
+    if not ok and dropout:  # dropout at head dim 256 with a dense mask: the measured small tile
+        ok = [c for c in configs if _key(c) == fallback]
     if not ok:  # nothing fits the model: take the smallest tile with the most warps
         ok = [min((c for c in configs if _key(c) not in fp32),
                   key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], -c.num_warps, c.num_stages))]
@@ -140,7 +168,7 @@ def prune_configs(configs, named_args, **kwargs):
     return kept_configs(configs, info.capability, info.smem_per_block, args["BLOCK_D"], args["BLOCK_DV"],
                         args["Q"].element_size(), dense_mode,
                         args["Dense"].element_size() if dense_mode else 0,
-                        bool(args.get("HAS_KEY_MASK", False)), args["LQ_BUCKET"])
+                        bool(args.get("HAS_KEY_MASK", False)), args["LQ_BUCKET"], bool(args.get("HAS_DROPOUT", False)))
 
 
 AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "IS_CAUSAL", "HAS_KEY_LENS",
@@ -154,7 +182,8 @@ def configs_for(capability) -> list:
     on Hopper and newer) plus :data:`CONFIGS_FP32`; ``kept_configs`` picks by dtype."""
     arch = CONFIGS_SM90 if capability[0] >= 9 else CONFIGS_SM80
     have = {_key(c) for c in arch}
-    return arch + [c for c in CONFIGS_FP32 if _key(c) not in have]
+    extra = [c for c in CONFIGS_FP32 if _key(c) not in have]
+    return arch + extra + [CONFIG_DROPOUT_FALLBACK]
 
 
 def autotuned_kernel(capability):
