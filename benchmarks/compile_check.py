@@ -83,7 +83,8 @@ K = load_attention_kernels()
 class Spec:
     """One specialisation. ``mask``: ``+``-joined parts of ``causal``, ``key_lens``, ``key_mask``,
     ``dense_bool``, ``dense_f16`` / ``dense_bf16`` / ``dense_f32`` (additive bias of that dtype),
-    ``neg_scale`` (scale <= 0: natural units), ``mha`` (group == 1), ``split`` (decode), or ``none``.
+    ``neg_scale`` (scale <= 0: natural units), ``mha`` (group == 1), ``split`` (decode), ``varlen``
+    (prefill on packed sequences), or ``none``.
     ``group`` / ``lq``: decode packing (query heads per KV head, query rows); ``splits``: combine."""
     family: str
     dtype: str
@@ -156,17 +157,20 @@ def prefill_compile(spec: Spec, cfg: Tuple[int, int, int, int], arch: int):
     p = spec.parts
     fn = K._attn_fwd_kernel
     ones = ("group", "Hq", "stride_kmn") if "mha" in p else ()
+    zeros = ("stride_qb", "stride_kb", "stride_vb", "stride_ob") if "varlen" in p else ()  # packed (total, H, E)
     sig, attrs = _signature(
         fn, {"Q": spec.dtype, "K": spec.dtype, "V": spec.dtype, "Out": spec.dtype, "Lse": "fp32",
-             "KeyLens": "i64", "KeyMask": "u8", "KeyRange": "i32", "Dense": spec.dense_dtype},
-        floats=("qk_scale", "sm_scale"), ints=("B",), consts=ones,
+             "KeyLens": "i64", "KeyMask": "u8", "KeyRange": "i32", "Dense": spec.dense_dtype,
+             "CuSeqQ": "i32", "CuSeqK": "i32"},
+        floats=("qk_scale", "sm_scale"), ints=("B",), consts=ones + zeros,
         nodiv=set(K.NO_SPECIALIZE) | {"Hq", "group"})
     consts = dict(HEAD_DIM=spec.E, HEAD_DIM_V=spec.ev, BLOCK_D=_bd(spec.E), BLOCK_DV=_bd(spec.ev),
                   IS_CAUSAL="causal" in p, HAS_KEY_LENS="key_lens" in p, HAS_KEY_MASK="key_mask" in p,
                   DENSE_MODE=spec.dense_mode, FAST_SCALE=spec.dense_mode != 2 and "neg_scale" not in p,
                   DOT_UPCAST=False, INPUT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32",
-                  BLOCK_M=bm, BLOCK_N=bn)
+                  IS_VARLEN="varlen" in p, BLOCK_M=bm, BLOCK_N=bn)
     consts.update({n: 1 for n in ones})
+    consts.update({n: 0 for n in zeros})
     return _compile(fn, sig, attrs, consts, arch, warps, stages)
 
 
