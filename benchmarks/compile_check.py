@@ -320,7 +320,9 @@ def _task(args):
 
 
 def run(specs: List[Spec], archs: List[int], scan: bool = False, configs=None, jobs: int = 1,
-        log=sys.stderr) -> List[dict]:
+        log=sys.stderr, sink: Optional[Callable] = None) -> List[dict]:
+    """Compile and measure; each row goes to ``sink`` as soon as it is known (a long run that is
+    stopped keeps what it measured)."""
     meta = dict(triton=triton.__version__, date=datetime.date.today().isoformat(), commit=git_commit(),
                 command="python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]))
     tasks = []
@@ -337,7 +339,11 @@ def run(specs: List[Spec], archs: List[int], scan: bool = False, configs=None, j
             results = stack.enter_context(ProcessPoolExecutor(jobs)).map(_task, work)
         else:
             results = map(_task, work)
-        rows = [_row(t, r, meta, log) for t, r in zip(tasks, results)]
+        rows = []
+        for t, r in zip(tasks, results):
+            rows.append(_row(t, r, meta, log))
+            if sink is not None:
+                sink(rows[-1])
     return rows
 
 
@@ -373,7 +379,6 @@ def main(argv=None) -> int:
     specs = [s for s in specs if (not a.family or s.family in a.family) and (not a.dtype or s.dtype in a.dtype)
              and (not a.head_dim or max(s.E, s.ev) in a.head_dim) and (not a.mask or s.mask in a.mask)]
     cfgs = [tuple(c) for c in json.loads(a.configs)] if a.configs else None
-    rows = run(specs, a.arch or [90, 80], a.scan, cfgs, a.jobs)
     out = a.out or os.path.join(RESULTS, f"triton-{triton.__version__}.csv")
     if out == "-":
         f = sys.stdout
@@ -382,7 +387,11 @@ def main(argv=None) -> int:
         f = open(out, "w", newline="")
     w = csv.DictWriter(f, COLUMNS)
     w.writeheader()
-    w.writerows(rows)
+
+    def sink(row):
+        w.writerow(row)
+        f.flush()
+    rows = run(specs, a.arch or [90, 80], a.scan, cfgs, a.jobs, sink=sink)
     if f is not sys.stdout:
         f.close()
         print(f"wrote {len(rows)} rows to {os.path.relpath(out, ROOT)}", file=sys.stderr)
