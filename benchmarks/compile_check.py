@@ -84,8 +84,8 @@ K = load_attention_kernels()
 class Spec:
     """One specialisation. ``mask``: ``+``-joined parts of ``causal``, ``key_lens``, ``key_mask``,
     ``dense_bool``, ``dense_f16`` / ``dense_bf16`` / ``dense_f32`` (additive bias of that dtype),
-    ``neg_scale`` (scale <= 0: natural units), ``mha`` (group == 1), ``split`` (decode), ``dropout``
-    (prefill, backward), or ``none``.
+    ``neg_scale`` (scale <= 0: natural units), ``mha`` (group == 1), ``split`` (decode), ``varlen``
+    (prefill on packed sequences), ``dropout`` (prefill, backward), or ``none``.
     ``group`` / ``lq``: decode packing (query heads per KV head, query rows); ``splits``: combine."""
     family: str
     dtype: str
@@ -158,17 +158,20 @@ def prefill_compile(spec: Spec, cfg: Tuple[int, int, int, int], arch: int):
     p = spec.parts
     fn = K._attn_fwd_kernel
     ones = ("group", "Hq", "stride_kmn") if "mha" in p else ()
+    zeros = ("stride_qb", "stride_kb", "stride_vb", "stride_ob") if "varlen" in p else ()  # packed (total, H, E)
     sig, attrs = _signature(
         fn, {"Q": spec.dtype, "K": spec.dtype, "V": spec.dtype, "Out": spec.dtype, "Lse": "fp32",
-             "KeyLens": "i64", "KeyMask": "u8", "KeyRange": "i32", "Dense": spec.dense_dtype},
-        floats=("qk_scale", "sm_scale", "drop_scale"), ints=("B",), consts=ones,
+             "KeyLens": "i64", "KeyMask": "u8", "KeyRange": "i32", "Dense": spec.dense_dtype,
+             "CuSeqQ": "i32", "CuSeqK": "i32"},
+        floats=("qk_scale", "sm_scale", "drop_scale"), ints=("B",), consts=ones + zeros,
         nodiv=set(K.NO_SPECIALIZE) | {"Hq", "group"})
     consts = dict(HEAD_DIM=spec.E, HEAD_DIM_V=spec.ev, BLOCK_D=_bd(spec.E), BLOCK_DV=_bd(spec.ev),
                   IS_CAUSAL="causal" in p, HAS_KEY_LENS="key_lens" in p, HAS_KEY_MASK="key_mask" in p,
                   DENSE_MODE=spec.dense_mode, FAST_SCALE=spec.dense_mode != 2 and "neg_scale" not in p,
                   DOT_UPCAST=False, INPUT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32",
-                  BLOCK_M=bm, BLOCK_N=bn, HAS_DROPOUT="dropout" in p)
+                  IS_VARLEN="varlen" in p, BLOCK_M=bm, BLOCK_N=bn, HAS_DROPOUT="dropout" in p)
     consts.update({n: 1 for n in ones})
+    consts.update({n: 0 for n in zeros})
     return _compile(fn, sig, attrs, consts, arch, warps, stages)
 
 
@@ -374,7 +377,9 @@ def _task(args):
 
 
 def run(specs: List[Spec], archs: List[int], scan: bool = False, configs=None, jobs: int = 1,
-        log=sys.stderr) -> List[dict]:
+        log=sys.stderr, sink: Optional[Callable] = None) -> List[dict]:
+    """Compile and measure; each row goes to ``sink`` as soon as it is known (a long run that is
+    stopped keeps what it measured)."""
     meta = dict(triton=triton.__version__, date=datetime.date.today().isoformat(), commit=git_commit(),
                 command="python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]))
     tasks = []
@@ -391,7 +396,11 @@ def run(specs: List[Spec], archs: List[int], scan: bool = False, configs=None, j
             results = stack.enter_context(ProcessPoolExecutor(jobs)).map(_task, work)
         else:
             results = map(_task, work)
-        rows = [_row(t, r, meta, log) for t, r in zip(tasks, results)]
+        rows = []
+        for t, r in zip(tasks, results):
+            rows.append(_row(t, r, meta, log))
+            if sink is not None:
+                sink(rows[-1])
     return rows
 
 
@@ -427,7 +436,6 @@ def main(argv=None) -> int:
     specs = [s for s in specs if (not a.family or s.family in a.family) and (not a.dtype or s.dtype in a.dtype)
              and (not a.head_dim or max(s.E, s.ev) in a.head_dim) and (not a.mask or s.mask in a.mask)]
     cfgs = [tuple(c) for c in json.loads(a.configs)] if a.configs else None
-    rows = run(specs, a.arch or [90, 80], a.scan, cfgs, a.jobs)
     out = a.out or os.path.join(RESULTS, f"triton-{triton.__version__}.csv")
     if out == "-":
         f = sys.stdout
@@ -436,7 +444,11 @@ def main(argv=None) -> int:
         f = open(out, "w", newline="")
     w = csv.DictWriter(f, COLUMNS)
     w.writeheader()
-    w.writerows(rows)
+
+    def sink(row):
+        w.writerow(row)
+        f.flush()
+    rows = run(specs, a.arch or [90, 80], a.scan, cfgs, a.jobs, sink=sink)
     if f is not sys.stdout:
         f.close()
         print(f"wrote {len(rows)} rows to {os.path.relpath(out, ROOT)}", file=sys.stderr)

@@ -35,10 +35,11 @@ CONFIGS_SM90 = ([_cfg(bm, bn, w, s) for bm in (64, 128) for bn in (64, 128) for 
 #: and ptxas spills erratically in this space (compile-only scans, triton 3.9 and 3.6, sm_80/sm_90,
 #: head dims 32-256, causal / key-mask / dense masks): every 4-warp tile and every 32- or 64-row tile
 #: spilled somewhere (e.g. 32x64 / 8 warps by 4 bytes at head dim 32 on sm_80, 32x16 / 8 warps with a
-#: float mask at head dim 128 on sm_90), where 16-row tiles with 8 warps did not. These are the fp32
+#: float mask at head dim 128 on sm_90), where 16-row tiles with 8 warps did not (except 16x32 with 3
+#: stages: 8 bytes with a float mask at head dim 128, triton 3.6, sm_90). These are the fp32
 #: list; ``kept_configs`` uses it for 4-byte inputs instead of the per-arch list, with the same
 #: shared-memory check. ``benchmarks/compile_check.py`` re-checks it.
-CONFIGS_FP32 = [_cfg(16, bn, 8, s) for bn in (32, 64) for s in (2, 3)] + [_cfg(16, 16, 8, 3)]
+CONFIGS_FP32 = [_cfg(16, 32, 8, 2), _cfg(16, 64, 8, 2), _cfg(16, 64, 8, 3), _cfg(16, 16, 8, 3)]
 #: Dropout at head dim 256 with a dense mask: every tile above spilled (compile-only, sm_90 and sm_80,
 #: fp16); this one did not (244 registers on sm_90). Kept only for that case (``kept_configs``).
 CONFIG_DROPOUT_FALLBACK = _cfg(64, 16, 8, 2)
@@ -86,9 +87,11 @@ def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: in
     probabilities), Q, and the K/V tile addresses (one 32-bit offset per 16-byte vector, live across
     the loop). Above 232 the kernel spilled; at the 224 the model had before this term, 64x128/4-warp
     and 128x128/8-warp tiles at head dim 128 were kept and spilled. Head dim 256 with BLOCK_N >= 64
-    spilled with more than 2 stages (not captured by the formula). A dense mask (``dense_mode`` 1/2) or
-    a key mask adds its tile of offsets/values/keep flags: two more score-tile terms (calibrated on
-    bool/float/key masks at head dims 64/80/128). fp32 (``elem_bytes == 4``) tiles are not modelled
+    spilled with more than 2 stages, or with any mask (64x64/8 warps/2 stages + key mask: 144 bytes);
+    not captured by the formula. A dense mask (``dense_mode`` 1/2) or a key mask adds its tile of
+    offsets/values/keep flags: two more score-tile terms (calibrated on bool/float/key masks at head
+    dims 64/80/128), a float bias one more for its ``-inf`` test (128x64/8 warps at head dim 128
+    spilled 0.5 KB with triton 3.9 once removal no longer relied on ``-inf`` arithmetic). fp32 (``elem_bytes == 4``) tiles are not modelled
     here: :data:`CONFIGS_FP32` lists the ones measured not to spill.
 
     Dropout (``HAS_DROPOUT``: the Philox words of a ``BLOCK_M x BLOCK_N / 4`` tile and the keep flags)
@@ -109,7 +112,9 @@ def config_fits(conf: triton.Config, block_d: int, block_dv: int, elem_bytes: in
             + bn * (block_d + block_dv) * elem_bytes / 16 / threads)
     if dense_mode or key_mask:
         regs += 2 * bm * bn / threads
-    if max(block_d, block_dv) >= 256 and stages > 2 and bn >= 64:
+    if dense_mode == 2:  # the -inf-bias removal flags (NaN-safe masking): 128x64/8 warps at D128 spilled
+        regs += bm * bn / threads
+    if max(block_d, block_dv) >= 256 and bn >= 64 and (stages > 2 or dense_mode or key_mask):
         return False
     if dropout:
         regs += 2 * bm * bn / threads
@@ -172,7 +177,7 @@ def prune_configs(configs, named_args, **kwargs):
 
 
 AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "IS_CAUSAL", "HAS_KEY_LENS",
-                "HAS_KEY_MASK", "DENSE_MODE", "FAST_SCALE", "HAS_DROPOUT"]
+                "HAS_KEY_MASK", "DENSE_MODE", "FAST_SCALE", "IS_VARLEN", "HAS_DROPOUT"]
 
 _autotuned = {}
 
