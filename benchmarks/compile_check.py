@@ -20,7 +20,8 @@ Writes ``benchmarks/results/compile_check/triton-<version>.csv`` by default: one
 kernel, with the Triton version, date, commit and command in every row.
 
 Families (``FAMILIES``): ``prefill`` (``_attn_fwd_kernel``), ``decode`` (``_attn_decode_kernel``),
-``combine`` (``_attn_combine_kernel``). A family is a function ``(spec, config) -> compiled kernel`` plus
+``combine`` (``_attn_combine_kernel``), ``bwd_dkdv`` / ``bwd_dq`` (``_attn_bwd_dkdv_kernel`` /
+``_attn_bwd_dq_kernel``). A family is a function ``(spec, config) -> compiled kernel`` plus
 ``kept(spec, arch)``, the configs the launch policy would use for ``spec`` on ``arch``; another kernel
 family (e.g. the FFN) adds its pair to ``FAMILIES``.
 """
@@ -83,7 +84,8 @@ K = load_attention_kernels()
 class Spec:
     """One specialisation. ``mask``: ``+``-joined parts of ``causal``, ``key_lens``, ``key_mask``,
     ``dense_bool``, ``dense_f16`` / ``dense_bf16`` / ``dense_f32`` (additive bias of that dtype),
-    ``neg_scale`` (scale <= 0: natural units), ``mha`` (group == 1), ``split`` (decode), or ``none``.
+    ``neg_scale`` (scale <= 0: natural units), ``mha`` (group == 1), ``split`` (decode), ``varlen``
+    (prefill on packed sequences), ``dropout`` (prefill, backward), or ``none``.
     ``group`` / ``lq``: decode packing (query heads per KV head, query rows); ``splits``: combine."""
     family: str
     dtype: str
@@ -156,17 +158,20 @@ def prefill_compile(spec: Spec, cfg: Tuple[int, int, int, int], arch: int):
     p = spec.parts
     fn = K._attn_fwd_kernel
     ones = ("group", "Hq", "stride_kmn") if "mha" in p else ()
+    zeros = ("stride_qb", "stride_kb", "stride_vb", "stride_ob") if "varlen" in p else ()  # packed (total, H, E)
     sig, attrs = _signature(
         fn, {"Q": spec.dtype, "K": spec.dtype, "V": spec.dtype, "Out": spec.dtype, "Lse": "fp32",
-             "KeyLens": "i64", "KeyMask": "u8", "KeyRange": "i32", "Dense": spec.dense_dtype},
-        floats=("qk_scale", "sm_scale", "drop_scale"), ints=("B",), consts=ones,
+             "KeyLens": "i64", "KeyMask": "u8", "KeyRange": "i32", "Dense": spec.dense_dtype,
+             "CuSeqQ": "i32", "CuSeqK": "i32"},
+        floats=("qk_scale", "sm_scale", "drop_scale"), ints=("B",), consts=ones + zeros,
         nodiv=set(K.NO_SPECIALIZE) | {"Hq", "group"})
     consts = dict(HEAD_DIM=spec.E, HEAD_DIM_V=spec.ev, BLOCK_D=_bd(spec.E), BLOCK_DV=_bd(spec.ev),
                   IS_CAUSAL="causal" in p, HAS_KEY_LENS="key_lens" in p, HAS_KEY_MASK="key_mask" in p,
                   DENSE_MODE=spec.dense_mode, FAST_SCALE=spec.dense_mode != 2 and "neg_scale" not in p,
                   DOT_UPCAST=False, INPUT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32",
-                  BLOCK_M=bm, BLOCK_N=bn, HAS_DROPOUT="dropout" in p)
+                  IS_VARLEN="varlen" in p, BLOCK_M=bm, BLOCK_N=bn, HAS_DROPOUT="dropout" in p)
     consts.update({n: 1 for n in ones})
+    consts.update({n: 0 for n in zeros})
     return _compile(fn, sig, attrs, consts, arch, warps, stages)
 
 
@@ -174,7 +179,8 @@ def prefill_kept(spec: Spec, arch: int) -> List[Tuple[int, int, int, int]]:
     """What the autotuner's prune keeps for a long query (every list entry that passes)."""
     cap = (arch // 10, arch % 10)
     kept = K.kept_configs(K.configs_for(cap), cap, SMEM[arch], _bd(spec.E), _bd(spec.ev), ELEM[spec.dtype],
-                          spec.dense_mode, ELEM[spec.dense_dtype], "key_mask" in spec.parts, 4096)
+                          spec.dense_mode, ELEM[spec.dense_dtype], "key_mask" in spec.parts, 4096,
+                          "dropout" in spec.parts)
     return [_tuple(c) for c in kept]
 
 
@@ -229,6 +235,50 @@ def combine_kept(spec: Spec, arch: int):
     return [(1, bs, K.combine_warps(bs, _bd(spec.ev)), 1)]
 
 
+# -------------------------------------------------------------------------------------- backward
+def _bwd_compile(fn, spec: Spec, cfg, arch: int):
+    bm, bn, warps, stages = cfg
+    p = spec.parts
+    ones = ("group", "Hq", "Hkv", "stride_kmn") if "mha" in p else ()
+    d = spec.dtype
+    sig, attrs = _signature(
+        fn, {"Q": d, "K": d, "V": d, "DO": d, "DQ": d, "DK": d, "DV": d, "Lse": "fp32", "Delta": "fp32",
+             "RowScale": "fp32", "KeyLens": "i64", "KeyMask": "u8", "KeyRange": "i32", "Dense": spec.dense_dtype},
+        floats=("qk_scale", "sm_scale", "drop_scale"), consts=ones,
+        nodiv=set(K.BWD_NO_SPECIALIZE) | {"Hq", "Hkv", "group"})
+    consts = dict(HEAD_DIM=spec.E, HEAD_DIM_V=spec.ev, BLOCK_D=_bd(spec.E), BLOCK_DV=_bd(spec.ev),
+                  IS_CAUSAL="causal" in p, HAS_KEY_LENS="key_lens" in p, HAS_KEY_MASK="key_mask" in p,
+                  DENSE_MODE=spec.dense_mode, FAST_SCALE=spec.dense_mode != 2 and "neg_scale" not in p,
+                  HAS_DROPOUT="dropout" in p, DOT_UPCAST=False,
+                  INPUT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32", BLOCK_M=bm, BLOCK_N=bn)
+    consts.update({n: 1 for n in ones})
+    return _compile(fn, sig, attrs, consts, arch, warps, stages)
+
+
+def bwd_dkdv_compile(spec: Spec, cfg, arch: int):
+    return _bwd_compile(K._attn_bwd_dkdv_kernel, spec, cfg, arch)
+
+
+def bwd_dq_compile(spec: Spec, cfg, arch: int):
+    return _bwd_compile(K._attn_bwd_dq_kernel, spec, cfg, arch)
+
+
+def _bwd_kept(family: str):
+    def kept(spec: Spec, arch: int):
+        cap = (arch // 10, arch % 10)
+        return [_tuple(c) for c in K.bwd_candidates(family, cap, SMEM[arch], _bd(spec.E), _bd(spec.ev),
+                                                    ELEM[spec.dtype], spec.dense_mode, "key_mask" in spec.parts,
+                                                    "dropout" in spec.parts,
+                                                    bool(spec.parts & {"causal", "key_lens", "key_mask"}))]
+    return kept
+
+
+def _bwd_listed(family: str):
+    def listed(spec: Spec, arch: int):
+        return [_tuple(c) for c in K.bwd_configs_for(family, (arch // 10, arch % 10))]
+    return listed
+
+
 @dataclass(frozen=True)
 class Family:
     compile: Callable
@@ -240,6 +290,8 @@ FAMILIES: Dict[str, Family] = {
     "prefill": Family(prefill_compile, prefill_kept, prefill_listed),
     "decode": Family(decode_compile, decode_kept),
     "combine": Family(combine_compile, combine_kept),
+    "bwd_dkdv": Family(bwd_dkdv_compile, _bwd_kept("dkdv"), _bwd_listed("dkdv")),
+    "bwd_dq": Family(bwd_dq_compile, _bwd_kept("dq"), _bwd_listed("dq")),
 }
 
 
@@ -294,6 +346,15 @@ DEFAULT_SPECS: List[Spec] = [
     Spec("decode", "bf16", 64, 0, "causal+key_mask+split", 16, 4),
     Spec("decode", "fp32", 128, 0, "causal+key_lens+split", 4, 1),
     Spec("combine", "fp16", 0, 128, "none", splits=32),
+    Spec("prefill", "fp16", 128, 0, "causal+dropout"),
+    Spec("bwd_dkdv", "fp16", 64, 0, "causal"),
+    Spec("bwd_dkdv", "fp16", 128, 0, "causal+dropout"),
+    Spec("bwd_dkdv", "bf16", 256, 0, "key_mask+causal"),
+    Spec("bwd_dkdv", "fp32", 64, 0, "dense_f32+dropout"),
+    Spec("bwd_dq", "fp16", 64, 0, "causal"),
+    Spec("bwd_dq", "fp16", 128, 0, "causal+dropout"),
+    Spec("bwd_dq", "bf16", 256, 0, "key_mask+causal"),
+    Spec("bwd_dq", "fp32", 64, 0, "dense_f32+dropout"),
 ]
 
 
@@ -316,7 +377,9 @@ def _task(args):
 
 
 def run(specs: List[Spec], archs: List[int], scan: bool = False, configs=None, jobs: int = 1,
-        log=sys.stderr) -> List[dict]:
+        log=sys.stderr, sink: Optional[Callable] = None) -> List[dict]:
+    """Compile and measure; each row goes to ``sink`` as soon as it is known (a long run that is
+    stopped keeps what it measured)."""
     meta = dict(triton=triton.__version__, date=datetime.date.today().isoformat(), commit=git_commit(),
                 command="python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]))
     tasks = []
@@ -333,7 +396,11 @@ def run(specs: List[Spec], archs: List[int], scan: bool = False, configs=None, j
             results = stack.enter_context(ProcessPoolExecutor(jobs)).map(_task, work)
         else:
             results = map(_task, work)
-        rows = [_row(t, r, meta, log) for t, r in zip(tasks, results)]
+        rows = []
+        for t, r in zip(tasks, results):
+            rows.append(_row(t, r, meta, log))
+            if sink is not None:
+                sink(rows[-1])
     return rows
 
 
@@ -369,7 +436,6 @@ def main(argv=None) -> int:
     specs = [s for s in specs if (not a.family or s.family in a.family) and (not a.dtype or s.dtype in a.dtype)
              and (not a.head_dim or max(s.E, s.ev) in a.head_dim) and (not a.mask or s.mask in a.mask)]
     cfgs = [tuple(c) for c in json.loads(a.configs)] if a.configs else None
-    rows = run(specs, a.arch or [90, 80], a.scan, cfgs, a.jobs)
     out = a.out or os.path.join(RESULTS, f"triton-{triton.__version__}.csv")
     if out == "-":
         f = sys.stdout
@@ -378,7 +444,11 @@ def main(argv=None) -> int:
         f = open(out, "w", newline="")
     w = csv.DictWriter(f, COLUMNS)
     w.writeheader()
-    w.writerows(rows)
+
+    def sink(row):
+        w.writerow(row)
+        f.flush()
+    rows = run(specs, a.arch or [90, 80], a.scan, cfgs, a.jobs, sink=sink)
     if f is not sys.stdout:
         f.close()
         print(f"wrote {len(rows)} rows to {os.path.relpath(out, ROOT)}", file=sys.stderr)

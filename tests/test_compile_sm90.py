@@ -29,6 +29,9 @@ CASES = [
     ("decode-fp16-d128-gqa4-split", dict(family="decode", dtype="fp16", E=128, mask="causal+key_lens+split",
                                          group=4, lq=1)),
     ("combine-fp16-d128-16splits", dict(family="combine", dtype="fp16", Ev=128, mask="none", splits=16)),
+    ("prefill-fp16-d128-causal-dropout", dict(family="prefill", dtype="fp16", E=128, mask="causal+dropout")),
+    ("bwd_dkdv-fp16-d128-causal-dropout", dict(family="bwd_dkdv", dtype="fp16", E=128, mask="causal+dropout")),
+    ("bwd_dq-fp16-d128-causal-dropout", dict(family="bwd_dq", dtype="fp16", E=128, mask="causal+dropout")),
 ]
 ARCH = 90
 

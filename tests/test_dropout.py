@@ -20,7 +20,7 @@ import math
 import pytest
 import torch
 
-from fastattn.dropout import (dropout_keep_at, dropout_keep_mask, draw_seed_offset, keep_threshold,
+from fastattn.dropout import (DOMAIN, dropout_keep_at, dropout_keep_mask, draw_seed_offset, keep_threshold,
                               philox_4x32_10, philox_kernel_args)
 from fastattn.inputs import normalize_attention
 from fastattn.reference import attention_math
@@ -61,7 +61,7 @@ def test_threshold_and_kernel_args():
     with pytest.raises(ValueError):
         keep_threshold(1.5)
     a = philox_kernel_args((0xDEADBEEF << 32) | 0x12345678, (7 << 32) | 0xFFFFFFFF, 0.5)
-    assert a.k0 == 0x12345678 and a.k1 == (0xDEADBEEF ^ 7) - (1 << 32) and a.c3 == -1
+    assert a.k0 == 0x12345678 and a.k1 == (0xDEADBEEF ^ 7 ^ DOMAIN) - (1 << 32) and a.c3 == -1
     assert a.thresh == -(1 << 31) and a.scale == 2.0
     for x in a[:4]:  # int32 bit patterns: Triton types every one of them i32 (no recompiles per seed)
         assert -(1 << 31) <= x < (1 << 31)
@@ -76,7 +76,8 @@ def test_mask_matches_pointwise_contract():
     j = torch.arange(23).view(1, 1, 23)
     assert torch.equal(m.view(6, 9, 23), dropout_keep_at(seed, offset, bh, i, j, p))
     # the contract by hand for one element: word j & 3 of philox((j >> 2, i, bh, offset_lo), key)
-    r = philox_4x32_10(13 >> 2, 4, 5, offset & 0xFFFFFFFF, seed & 0xFFFFFFFF, (seed >> 32) ^ (offset >> 32))
+    r = philox_4x32_10(13 >> 2, 4, 5, offset & 0xFFFFFFFF, seed & 0xFFFFFFFF,
+                       (seed >> 32) ^ (offset >> 32) ^ DOMAIN)
     assert bool(m[1, 2, 4, 13]) == (int(r[13 & 3]) >= keep_threshold(p))
     assert dropout_keep_mask(1, 2, 1, 1, 3, 5, 0.0).all() and not dropout_keep_mask(1, 2, 1, 1, 3, 5, 1.0).any()
 
@@ -242,8 +243,8 @@ def test_forward_mean_over_seeds_approaches_no_dropout():
 
 @needs_triton
 def test_forward_and_backward_use_one_mask():
-    """A central finite difference of <dO, attention(q + t dq, k + t dk, v + t dv)> through the
-    forward kernel (fp32, one (seed, offset)) matches <(dq, dk, dv), grads> from the backward kernel
+    """A central finite difference (Richardson-extrapolated) of <dO, attention(q + t dq, k + t dk,
+    v + t dv)> through the forward kernel (fp32, one (seed, offset)) matches <(dq, dk, dv), grads> from the backward kernel
     with the same (seed, offset); with another seed in the backward it does not."""
     from fastattn.attention.backends.triton_bwd import attn_bwd_triton
     g = torch.Generator().manual_seed(11)
@@ -258,8 +259,11 @@ def test_forward_and_backward_use_one_mask():
         out, _ = _fwd(inp, p, seed, offset)
         return float((out.double() * dout.double()).sum())
 
-    h = 1e-2
-    fd = (f(h) - f(-h)) / (2 * h)
+    def central(h):
+        return (f(h) - f(-h)) / (2 * h)
+
+    h = 1e-2  # Richardson: the O(h^2) terms cancel; fp32 rounding of f stays ~1e-4 after / 2h
+    fd = (4 * central(h) - central(2 * h)) / 3
     inp = normalize_attention(q, k, v, None, p, True, None, enable_gqa=True)
     out, lse = _fwd(inp, p, seed, offset)
 
@@ -271,3 +275,32 @@ def test_forward_and_backward_use_one_mask():
     print(f"finite difference {fd:.6f}, backward same seed {same:.6f}, other seed {other:.6f}")
     assert abs(fd - same) <= 2e-3 * max(1.0, abs(fd))
     assert abs(fd - other) > 50 * abs(fd - same)
+
+
+#: Forward prefill kernel with dropout, compile-only (triton 3.9, ptxas -v, fp16): (arch, head dim, mask,
+#: BLOCK_M, BLOCK_N, warps, stages) -> spilled. ``configs.config_fits(..., dropout=True)`` is calibrated on these.
+FWD_DROPOUT_SPILLS = {
+    (90, 128, "causal", 128, 64, 8, 4): False, (90, 128, "causal", 64, 64, 4, 4): True,
+    (90, 128, "dense", 128, 64, 8, 2): True, (90, 128, "dense", 128, 32, 8, 2): False,
+    (90, 128, "key_mask", 128, 64, 8, 2): True, (90, 64, "causal", 128, 64, 8, 3): False,
+    (90, 256, "causal", 64, 64, 8, 2): True, (90, 256, "causal", 128, 32, 8, 2): True,
+    (90, 256, "causal", 64, 32, 8, 2): False, (90, 256, "causal", 64, 32, 8, 3): False,
+    (90, 256, "dense", 64, 32, 8, 2): True, (90, 256, "dense", 64, 16, 8, 2): False,
+    (80, 64, "causal", 64, 128, 8, 3): True, (80, 64, "dense", 128, 32, 8, 3): False,
+    (80, 128, "dense", 128, 32, 8, 3): True, (80, 128, "dense", 64, 64, 8, 3): True,
+    (80, 128, "key_mask+causal", 64, 64, 8, 3): False, (80, 64, "key_mask+causal", 64, 128, 8, 3): True,
+}
+
+
+def test_forward_prune_with_dropout_drops_measured_spills():
+    from fastattn.kernels import attention as K
+    for (arch, E, mask, bm, bn, w, s), spilled in FWD_DROPOUT_SPILLS.items():
+        cap = (arch // 10, 0)
+        smem = {90: 227 * 1024, 80: 163 * 1024}[arch]
+        dense = 2 if mask == "dense" else 0
+        kept = K.kept_configs(K.configs_for(cap), cap, smem, E, E, 2, dense, 2 if dense else 0, "key_mask" in mask,
+                              4096, True)
+        keys = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in kept}
+        assert kept, (arch, E, mask)
+        if spilled:
+            assert (bm, bn, w, s) not in keys, f"sm_{arch} E{E} {mask}+dropout {(bm, bn, w, s)} spills but is kept"

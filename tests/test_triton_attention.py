@@ -580,7 +580,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from fastattn.kernels.attention import _attn_fwd_kernel as kern
 
-NODIV = {"Hq", "group", "Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET",
+NODIV = {"Hq", "group", "Lq", "Lk", "causal_off", "total_q", "total_k", "LQ_BUCKET", "LK_BUCKET",
          "drop_k0", "drop_k1", "drop_c3", "drop_thresh"}
 
 import os, re, subprocess, tempfile
@@ -604,7 +604,7 @@ def spill_bytes(k):
 
 def compile_one(arch, dtype, E, Ev, causal, kl, km, dense, fast, bm, bn, warps, stages, ones=()):
     ptrs = {"Q": dtype, "K": dtype, "V": dtype, "Out": dtype, "Lse": "fp32", "KeyLens": "i64", "KeyMask": "u8",
-            "KeyRange": "i32", "Dense": {0: "u8", 1: "u8", 2: "fp32"}[dense]}
+            "KeyRange": "i32", "Dense": {0: "u8", 1: "u8", 2: "fp32"}[dense], "CuSeqQ": "i32", "CuSeqK": "i32"}
     sig = {}
     for n in kern.arg_names:
         if n in ptrs:
@@ -622,7 +622,7 @@ def compile_one(arch, dtype, E, Ev, causal, kl, km, dense, fast, bm, bn, warps, 
     consts = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=max(16, triton.next_power_of_2(E)),
                   BLOCK_DV=max(16, triton.next_power_of_2(Ev)), IS_CAUSAL=causal, HAS_KEY_LENS=kl,
                   HAS_KEY_MASK=km, DENSE_MODE=dense, FAST_SCALE=fast, DOT_UPCAST=False,
-                  INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", BLOCK_M=bm, BLOCK_N=bn,
+                  INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", IS_VARLEN=False, BLOCK_M=bm, BLOCK_N=bn,
                   HAS_DROPOUT=False)
     consts.update({n: 1 for n in ones})
     src = ASTSource(fn=kern, signature=sig, constexprs=consts, attrs=attrs)
@@ -684,7 +684,9 @@ SM90_FP16_SPILLS = {
 #: (head dim, dense mode | "key_mask", BLOCK_M, BLOCK_N, warps, stages) -> spilled? Mask builds, same source.
 SM90_FP16_DENSE_SPILLS = {
     (80, 2, 64, 64, 4, 2): True, (128, 1, 64, 64, 4, 3): True, (64, 1, 128, 64, 4, 3): True,
-    (128, 2, 128, 64, 8, 3): False, (64, 2, 64, 64, 4, 3): False,
+    # a float bias at 128x64/8 warps, head dim 128: no spill before the NaN-safe -inf removal, 516 bytes
+    # after it (triton 3.9; benchmarks/results/compile_check/)
+    (128, 2, 128, 64, 8, 3): True, (64, 2, 64, 64, 4, 3): False,
     (128, "key_mask", 64, 64, 4, 2): True,  # causal + key mask, MHA
 }
 
@@ -712,6 +714,29 @@ def test_prune_drops_configs_that_spill_on_sm90():
             for dense, km in ((0, False), (1, False), (2, True)):
                 assert any(K.keep(c, cap, bd) and K.config_fits(c, bd, bd, 2, smem, dense, km)
                            for c in K.configs_for(cap)), (E, cap, dense, km)
+
+
+def test_prune_by_dtype_and_mask():
+    """fp32 takes only the measured CONFIGS_FP32 tiles (16 rows, 8 warps) and fp16 never does; the
+    dense mask tile counts in shared memory; head dim 256 with a mask keeps no BLOCK_N >= 64 tile."""
+    from fastattn.kernels import attention as K
+    fp32 = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in K.CONFIGS_FP32}
+    for cap, smem in (((9, 0), 227 * 1024), ((8, 0), 163 * 1024), ((8, 6), 99 * 1024)):
+        for bd in (16, 32, 64, 128, 256):
+            for dense, dbytes, km in ((0, 0, False), (1, 1, False), (2, 2, False), (2, 4, True)):
+                kept = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages): c for c in
+                        K.kept_configs(K.configs_for(cap), cap, smem, bd, bd, 4, dense, dbytes, km)}
+                assert kept and set(kept) <= fp32, (cap, bd, dense)
+                half = K.kept_configs(K.configs_for(cap), cap, smem, bd, bd, 2, dense, dbytes, km)
+                assert half and not any(
+                    (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in fp32 for c in half)
+                if bd == 256 and (dense or km):
+                    assert all(c.kwargs["BLOCK_N"] < 64 or c.num_stages == 1 for c in half), (cap, dense, km)
+    # 128x64 / 8 warps / 3 stages, head dim 64, fp16 bias: 48 KB of K/V + 16 KB of Q + 48 KB of mask tiles
+    c = K._cfg(128, 64, 8, 3)
+    assert K.config_fits(c, 64, 64, 2, 112 * 1024, 2, False, 2)
+    assert not K.config_fits(c, 64, 64, 2, 111 * 1024, 2, False, 2)
+    assert K.config_fits(c, 64, 64, 2, 64 * 1024, 0, False)
 
 
 def test_launcher_options(monkeypatch):

@@ -503,3 +503,114 @@ def test_dropout_p_one_gives_zero_grads():
     inp = normalize_attention(q, q, q)
     dq, dk, dv = run_bwd(inp, torch.zeros_like(q), torch.zeros(1, 2, 20), torch.ones_like(q), p=1.0)
     assert (dq == 0).all() and (dk == 0).all() and (dv == 0).all()
+
+
+# ------------------------------------------------------------------------- configs and the prune
+#: Compile-only measurements (triton 3.9, ptxas -v, 2 stages; ``benchmarks/compile_check.py --family
+#: bwd_dkdv|bwd_dq --configs ...``): (family, arch, dtype, E, mask, BLOCK_M, BLOCK_N, warps) -> (registers,
+#: spilled). The tiles of ``BWD_TILES`` come from these; the ones that spilled must never be kept.
+BWD_SPILLS = {
+    # sm_90 dK/dV
+    ("dkdv", 90, "fp16", 64, "causal", 16, 64, 4): (162, False),
+    ("dkdv", 90, "fp16", 64, "causal+key_mask", 32, 64, 4): (196, False),
+    ("dkdv", 90, "fp16", 64, "causal", 64, 64, 4): (255, True),
+    ("dkdv", 90, "fp16", 64, "causal+key_mask", 32, 128, 8): (197, False),
+    ("dkdv", 90, "fp16", 128, "causal+key_mask", 16, 64, 4): (237, False),
+    ("dkdv", 90, "fp16", 128, "causal+key_mask", 32, 64, 8): (221, False),
+    ("dkdv", 90, "fp16", 128, "causal+key_mask", 16, 128, 8): (229, False),
+    ("dkdv", 90, "fp16", 256, "causal", 16, 64, 4): (255, True),
+    ("dkdv", 90, "fp16", 256, "causal", 32, 64, 8): (255, True),
+    ("dkdv", 90, "fp16", 256, "causal", 32, 32, 4): (255, True),
+    ("dkdv", 90, "fp16", 256, "causal+key_mask", 16, 32, 4): (244, False),
+    ("dkdv", 90, "fp16", 64, "dense_f16+dropout", 16, 64, 4): (218, False),
+    ("dkdv", 90, "fp16", 64, "dense_f16+dropout", 32, 64, 4): (255, True),
+    ("dkdv", 90, "fp16", 64, "dense_f16+dropout", 16, 128, 8): (238, False),
+    ("dkdv", 90, "fp16", 128, "dense_f16+dropout", 16, 64, 4): (255, True),
+    ("dkdv", 90, "fp16", 128, "dense_f16+dropout", 16, 128, 8): (255, True),
+    ("dkdv", 90, "fp16", 128, "dense_f16+dropout", 16, 64, 8): (234, False),
+    ("dkdv", 90, "fp16", 128, "dense_f16+dropout", 16, 32, 4): (249, False),
+    ("dkdv", 90, "fp16", 256, "dense_f16+dropout", 16, 32, 4): (255, True),
+    ("dkdv", 90, "fp16", 256, "dense_f16+dropout", 16, 32, 8): (254, False),
+    ("dkdv", 90, "fp16", 128, "causal+key_mask+dense_f16+dropout", 16, 64, 8): (255, True),
+    ("dkdv", 90, "fp16", 128, "causal+key_mask+dense_f16+dropout", 16, 32, 8): (184, False),
+    ("dkdv", 90, "fp16", 256, "causal+key_mask+dense_f16+dropout", 16, 32, 8): (253, False),
+    ("dkdv", 90, "fp32", 128, "causal+key_mask+dense_f16+dropout", 16, 32, 4): (255, True),
+    ("dkdv", 90, "fp32", 128, "causal+key_mask+dense_f16+dropout", 16, 32, 8): (137, False),
+    ("dkdv", 90, "fp32", 256, "causal+key_mask+dense_f16+dropout", 16, 16, 4): (255, True),
+    ("dkdv", 90, "fp32", 256, "causal+key_mask+dense_f16+dropout", 16, 16, 8): (132, False),
+    # sm_90 dQ
+    ("dq", 90, "fp16", 64, "causal", 128, 64, 8): (168, False),
+    ("dq", 90, "fp16", 128, "causal+key_mask", 64, 32, 4): (231, False),
+    ("dq", 90, "fp16", 128, "causal+key_mask", 128, 64, 8): (255, True),
+    ("dq", 90, "fp16", 128, "causal", 128, 32, 8): (176, False),
+    ("dq", 90, "fp16", 256, "causal+key_mask", 64, 16, 4): (255, True),
+    ("dq", 90, "fp16", 256, "causal+key_mask", 128, 32, 8): (247, False),
+    ("dq", 90, "fp16", 256, "causal", 64, 32, 8): (255, True),
+    ("dq", 90, "fp16", 64, "dense_f16+dropout", 128, 32, 8): (231, False),
+    ("dq", 90, "fp16", 128, "dense_f16+dropout", 64, 16, 4): (236, False),
+    ("dq", 90, "fp16", 128, "dense_f16+dropout", 128, 16, 8): (228, False),
+    ("dq", 90, "fp16", 256, "dense_f16+dropout", 64, 16, 8): (255, True),
+    ("dq", 90, "fp16", 256, "causal+key_mask+dense_f16+dropout", 32, 16, 8): (168, False),
+    ("dq", 90, "fp16", 256, "causal+key_mask+dense_f16+dropout", 128, 16, 8): (255, True),
+    ("dq", 90, "fp32", 128, "causal+key_mask+dense_f16+dropout", 64, 16, 8): (255, True),
+    ("dq", 90, "fp32", 128, "causal+key_mask+dense_f16+dropout", 32, 16, 8): (106, False),
+    # sm_80 dK/dV
+    ("dkdv", 80, "fp16", 64, "causal+key_mask", 32, 64, 4): (218, False),
+    ("dkdv", 80, "fp16", 64, "causal", 64, 64, 8): (255, True),
+    ("dkdv", 80, "fp16", 128, "causal+key_mask", 16, 128, 8): (244, False),
+    ("dkdv", 80, "fp16", 256, "causal", 16, 64, 4): (255, True),
+    ("dkdv", 80, "fp16", 256, "causal+key_mask", 16, 32, 8): (168, False),
+    ("dkdv", 80, "fp16", 64, "dense_f16+dropout", 32, 64, 8): (255, True),
+    ("dkdv", 80, "fp16", 64, "dense_f16+dropout", 16, 64, 8): (240, False),
+    ("dkdv", 80, "fp16", 128, "dense_f16+dropout", 16, 32, 8): (180, False),
+    ("dkdv", 80, "fp16", 128, "causal+key_mask+dense_f16+dropout", 32, 64, 8): (255, True),
+    ("dkdv", 80, "fp16", 128, "causal+key_mask+dense_f16+dropout", 16, 32, 8): (245, False),
+    # sm_80 dQ
+    ("dq", 80, "fp16", 64, "causal", 64, 64, 4): (255, True),
+    ("dq", 80, "fp16", 128, "causal+key_mask", 64, 32, 4): (240, False),
+    ("dq", 80, "fp16", 256, "causal", 64, 16, 4): (255, True),
+    ("dq", 80, "fp16", 256, "causal+key_mask", 64, 16, 8): (238, False),
+    ("dq", 80, "fp16", 128, "dense_f16+dropout", 64, 32, 8): (220, False),
+    ("dq", 80, "fp16", 256, "dense_f16+dropout", 32, 16, 8): (164, False),
+    ("dq", 80, "fp16", 128, "causal+key_mask+dense_f16+dropout", 128, 32, 8): (255, True),
+    ("dq", 80, "fp16", 256, "causal+key_mask+dense_f16+dropout", 128, 16, 8): (255, True),
+    ("dq", 80, "fp16", 256, "causal+key_mask+dense_f16+dropout", 32, 16, 8): (255, False),
+}
+
+
+def _kept(family, arch, dtype, E, mask, tile):
+    from fastattn.kernels import attention as K
+    parts = set(mask.split("+"))
+    dense = 1 if "dense_bool" in parts else 2 if any(p.startswith("dense_f") for p in parts) else 0
+    bd = max(16, 1 << (E - 1).bit_length())
+    cap = (arch // 10, arch % 10)
+    smem = {90: 227 * 1024, 80: 163 * 1024}[arch]
+    kept = K.bwd_candidates(family, cap, smem, bd, bd, 4 if dtype == "fp32" else 2, dense, "key_mask" in parts,
+                            "dropout" in parts, bool(parts & {"causal", "key_lens", "key_mask"}))
+    return any((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) == tile for c in kept)
+
+
+def test_bwd_prune_keeps_no_measured_spill():
+    """Every compile-only point that spilled is pruned for its specialisation (and for every lighter
+    tier that shares its tile list); the measured non-spilling tiles of the table are kept."""
+    for (fam, arch, dtype, E, mask, bm, bn, w), (regs, spilled) in BWD_SPILLS.items():
+        kept = _kept(fam, arch, dtype, E, mask, (bm, bn, w))
+        assert not (spilled and kept), f"{fam} sm_{arch} {dtype} E{E} {mask} {(bm, bn, w)} spills but is kept"
+
+
+def test_bwd_every_head_dim_has_configs():
+    """Every head dim 8..256 (E != Ev too), dtype, arch (incl. a 100 KB sm_86 part) and mask tier keeps at
+    least one config, and each kept config fits the part's shared memory."""
+    from fastattn.kernels import attention as K
+    for fam in ("dkdv", "dq"):
+        for cap, smem in (((9, 0), 227 * 1024), ((8, 0), 163 * 1024), ((8, 6), 99 * 1024)):
+            for elem in (2, 4):
+                for E, Ev in ((8, 8), (59, 59), (64, 128), (128, 128), (256, 256), (256, 64)):
+                    bd, bdv = max(16, 1 << (E - 1).bit_length()), max(16, 1 << (Ev - 1).bit_length())
+                    for dense, km, drop, st in ((0, False, False, False), (0, True, True, True),
+                                                (2, False, True, False), (1, True, False, True)):
+                        cands = K.bwd_candidates(fam, cap, smem, bd, bdv, elem, dense, km, drop, st)
+                        assert cands, (fam, cap, elem, E, Ev, dense, km, drop)
+                        for c in cands:
+                            assert c in K.bwd_configs_for(fam, cap) or c.num_stages == 1
+                            assert K.bwd_smem_bytes(fam, c, bd, bdv, elem) <= smem or c.num_stages == 1

@@ -10,7 +10,12 @@ three kernels compute ``dQ, dK, dV`` without materialising anything of size ``Lq
   of its GQA group (``h = hk * group + g``), so the group reduction happens in registers: no repeat
   copies, no atomics;
 * ``_attn_bwd_dq_kernel``: one program per ``BLOCK_M`` block of query rows of one (batch, query head),
-  walking the key blocks exactly as the forward does.
+  walking the key blocks exactly as the forward does. It runs before the dK/dV kernel: it also sums
+  the recomputed ``P = exp(S - lse)`` of each row and writes ``RowScale = 1 / rowsum`` (0 on rows
+  with no visible key), which both kernels multiply ``P`` by. The rowsum is 1 up to the rounding of
+  the fp32 LSE (``|lse| * 2^-24``: 1e-5 relative at ``|lse| ~ 100``), but ``Lk`` on a row whose
+  scores a huge additive bias (``finfo.min``) made equal, whose ``log(l)`` the LSE cannot hold; the
+  renormalised ``P`` is the forward's in both cases.
 
 No kernel uses atomics and every accumulation runs in a fixed order: the backward is bitwise
 deterministic (``torch.use_deterministic_algorithms(True)``). Per tile, with ``P = exp(S - lse)``
@@ -37,7 +42,8 @@ bound) loads nothing and writes zeros. The query heads of a GQA group and their 
 one flat loop.
 
 Rows with no visible key (LSE ``-inf``) are treated as ``lse = +inf``: ``P = 0``, so their dQ is 0
-and they add nothing to dK/dV; keys no row sees get ``dK = dV = 0``. Never NaN.
+and they add nothing to dK/dV; keys no row sees get ``dK = dV = 0``; masking never makes a NaN.
+NaN/Inf inputs propagate as in autograd through SDPA (a ``-inf`` bias still removes its key).
 
 Head dims are padded to the next power of two (>= 16) and masked; fp32 inputs use IEEE fp32 dots.
 Batch/head/row base offsets are 64-bit; tile offsets 32-bit.

@@ -1,6 +1,8 @@
 """Device helpers shared by the attention kernels (prefill ``fwd.py``, decode ``decode.py``).
 
 * :func:`_load_tile` — a 2-D load masked only where a constexpr says rows/cols may be out of bounds.
+* :func:`_seq_range` — where a batch row / sequence lives and how long it is: padded (row 0, ``Lq``,
+  ``Lk``) or varlen (``cu_seqlens_q/k``, clamped; causal bottom-right per sequence).
 * :func:`_key_bounds` — the one statement of which keys a set of query rows may see: the key loop
   range ``[lo, hi)`` and the end ``n_clean`` of its off-band part, from the key length, the causal
   offset, per-batch key lengths and a key mask's ``[first, last + 1)`` range. Coordinates are local to
@@ -40,6 +42,29 @@ def _load_tile(ptrs, row_ok, col_ok, CHECK_ROWS: tl.constexpr, CHECK_COLS: tl.co
             return tl.load(ptrs, mask=col_ok[None, :], other=0.0)
         else:
             return tl.load(ptrs)
+
+
+@triton.jit
+def _seq_range(b, CuSeqQ, CuSeqK, Lq, Lk, causal_off, total_q, total_k, IS_VARLEN: tl.constexpr):
+    """Where batch row / sequence ``b`` lives: ``(q_start, q_len, k_start, k_len, causal_off)``.
+
+    Padded layout: every sequence has ``Lq`` queries and ``Lk`` keys from row 0 (``q_start =
+    k_start = 0``; the batch stride places it) and the launcher's ``causal_off``. Varlen
+    (``IS_VARLEN``): rows ``cu_q[b]:cu_q[b+1]`` of a packed ``(total_q, H, E)`` tensor attend keys
+    ``cu_k[b]:cu_k[b+1]``, causal bottom-right per sequence (``causal_off = k_len - q_len``). Offsets
+    are clamped into ``[0, total]`` and lengths to ``>= 0``, so out-of-range or decreasing cu_seqlens
+    never address memory outside the tensors (such a sequence is empty or truncated).
+    """
+    if IS_VARLEN:
+        q_start = tl.minimum(tl.maximum(tl.load(CuSeqQ + b), 0), total_q)
+        q_end = tl.minimum(tl.maximum(tl.load(CuSeqQ + b + 1), q_start), total_q)
+        k_start = tl.minimum(tl.maximum(tl.load(CuSeqK + b), 0), total_k)
+        k_end = tl.minimum(tl.maximum(tl.load(CuSeqK + b + 1), k_start), total_k)
+        q_len = q_end - q_start
+        k_len = k_end - k_start
+        return q_start, q_len, k_start, k_len, k_len - q_len
+    else:
+        return 0, Lq, 0, Lk, causal_off
 
 
 @triton.jit

@@ -42,7 +42,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import LOG2E, _dropout_keep, _finalize, _key_bounds, _load_tile, _online_softmax
+from .common import LOG2E, _dropout_keep, _finalize, _key_bounds, _load_tile, _online_softmax, _seq_range
 
 
 @triton.jit
@@ -126,32 +126,41 @@ def _attn_fwd_inner(acc, l_i, m_i, q,
 #: Integer arguments that change from call to call (sequence lengths, the causal offset, the autotune
 #: buckets): never specialised, so that e.g. a KV cache growing by one token per decode step (``Lk``
 #: alternating between "== 1", "divisible by 16" and neither) does not compile new binaries.
-NO_SPECIALIZE = ["Lq", "Lk", "causal_off", "LQ_BUCKET", "LK_BUCKET",
+NO_SPECIALIZE = ["Lq", "Lk", "causal_off", "total_q", "total_k", "LQ_BUCKET", "LK_BUCKET",
                  "drop_k0", "drop_k1", "drop_c3", "drop_thresh"]  # dropout words change every call
 
 
 @triton.jit(do_not_specialize=NO_SPECIALIZE)
 def _attn_fwd_kernel(
-        Q, K, V, Out, Lse, KeyLens, KeyMask, KeyRange, Dense,
+        Q, K, V, Out, Lse, KeyLens, KeyMask, KeyRange, Dense, CuSeqQ, CuSeqK,
         stride_qb, stride_qh, stride_qm,
         stride_kb, stride_kh, stride_kn,
         stride_vb, stride_vh, stride_vn,
         stride_ob, stride_oh, stride_om,
         stride_klb, stride_kmb, stride_kmn,
         stride_db, stride_dh, stride_dm, stride_dn,
-        Hq, group, Lq, Lk, causal_off, qk_scale, sm_scale,
+        Hq, group, Lq, Lk, causal_off, qk_scale, sm_scale, total_q, total_k,
         drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale,  # dropout (unused without HAS_DROPOUT)
         LQ_BUCKET, LK_BUCKET,  # autotune keys only (next power of two of Lq, Lk)
         HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
         IS_CAUSAL: tl.constexpr, HAS_KEY_LENS: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
         DENSE_MODE: tl.constexpr, FAST_SCALE: tl.constexpr, DOT_UPCAST: tl.constexpr,
-        INPUT_PRECISION: tl.constexpr,
+        INPUT_PRECISION: tl.constexpr, IS_VARLEN: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr = False):
     """One program = one ``BLOCK_M`` block of query rows of one (batch, query head).
 
-    Q ``(B, Hq, Lq, E)``, K ``(B, Hkv, Lk, E)``, V ``(B, Hkv, Lk, Ev)``, Out ``(B, Hq, Lq, Ev)``: any
-    strides, last dim contiguous. Lse: contiguous float32 ``(B, Hq, Lq)``, natural log. Query head
-    ``h`` reads KV head ``h // group``. Unused pointers (absent masks) are never dereferenced.
+    Padded: Q ``(B, Hq, Lq, E)``, K ``(B, Hkv, Lk, E)``, V ``(B, Hkv, Lk, Ev)``, Out ``(B, Hq, Lq,
+    Ev)``: any strides, last dim contiguous. Lse: contiguous float32 ``(B, Hq, Lq)``, natural log.
+
+    Varlen (``IS_VARLEN``): Q ``(total_q, Hq, E)``, K ``(total_k, Hkv, E)``, V ``(total_k, Hkv, Ev)``,
+    Out ``(total_q, Hq, Ev)`` packed; the batch strides are 0, ``stride_*m``/``stride_*n`` the token
+    strides; sequence ``b``'s rows ``CuSeqQ[b]:CuSeqQ[b+1]`` attend its keys ``CuSeqK[b]:CuSeqK[b+1]``
+    (int32 ``(B + 1,)``, clamped to ``[0, total_q/k]``); ``Lq``/``Lk`` are the max sequence lengths
+    (grid); ``IS_CAUSAL`` is bottom-right per sequence (``causal_off`` unused). Lse: contiguous float32
+    ``(Hq, total_q)``. No key lengths, key mask or dense mask in this mode.
+
+    Query head ``h`` reads KV head ``h // group``. Unused pointers (absent masks, the cu_seqlens of
+    the padded layout) are never dereferenced.
     """
     pid = tl.program_id(0)
     num_m = tl.cdiv(Lq, BLOCK_M)
@@ -170,23 +179,32 @@ def _attn_fwd_kernel(
     m0 = start_m * BLOCK_M
     m064 = m0.to(tl.int64)
 
+    # ---- where this sequence lives (padded: row 0, Lq x Lk; varlen: cu_seqlens), sequence-local rows
+    q_start, q_len, k_start, k_len, causal_off = _seq_range(b, CuSeqQ, CuSeqK, Lq, Lk, causal_off,
+                                                            total_q, total_k, IS_VARLEN)
+    if IS_VARLEN:
+        q_start = q_start.to(tl.int64)
+        k_start = k_start.to(tl.int64)
+        k_len = tl.where(m0 < q_len, k_len, 0)  # a block past a short sequence's end loads nothing
+
     offs_mb = tl.arange(0, BLOCK_M)
     offs_m = m0 + offs_mb
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    row_ok = offs_m < Lq
+    row_ok = offs_m < q_len
     d_ok = offs_d < HEAD_DIM
     dv_ok = offs_dv < HEAD_DIM_V
 
-    q_ptrs = Q + (b64 * stride_qb + h64 * stride_qh + m064 * stride_qm) \
+    q_row0 = m064 + q_start  # first query row of the block, in the tensor's sequence dim
+    q_ptrs = Q + (b64 * stride_qb + h64 * stride_qh + q_row0 * stride_qm) \
         + offs_mb[:, None] * stride_qm + offs_d[None, :]
     q = _load_tile(q_ptrs, row_ok, d_ok, True, BLOCK_D != HEAD_DIM)
     if DOT_UPCAST:
         q = q.to(tl.float32)
 
-    k_base = K + (b64 * stride_kb + hk64 * stride_kh)
-    v_base = V + (b64 * stride_vb + hk64 * stride_vh)
+    k_base = K + (b64 * stride_kb + hk64 * stride_kh + k_start * stride_kn)
+    v_base = V + (b64 * stride_vb + hk64 * stride_vh + k_start * stride_vn)
     k_offs = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_offs = offs_n[:, None] * stride_vn + offs_dv[None, :]
     km_base = KeyMask + b64 * stride_kmb
@@ -194,7 +212,7 @@ def _attn_fwd_kernel(
     dm_offs = offs_mb[:, None] * stride_dm + offs_n[None, :] * stride_dn
 
     # ---- key range [lo, hi) of this query block, and the end of its off-band part
-    lo, hi, n_clean = _key_bounds(m0, tl.minimum(m0 + BLOCK_M, Lq) - 1, Lk, causal_off, KeyLens, KeyRange,
+    lo, hi, n_clean = _key_bounds(m0, tl.minimum(m0 + BLOCK_M, q_len) - 1, k_len, causal_off, KeyLens, KeyRange,
                                   b64, stride_klb, BLOCK_N, IS_CAUSAL, HAS_KEY_LENS, HAS_KEY_MASK)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -225,10 +243,14 @@ def _attn_fwd_kernel(
     if HAS_DROPOUT:
         acc = acc * drop_scale  # 1 / (1 - p) on the kept probabilities
     out, lse = _finalize(acc, l_i, m_i, FAST_SCALE)
-    o_ptrs = Out + (b64 * stride_ob + h64 * stride_oh + m064 * stride_om) \
+    o_ptrs = Out + (b64 * stride_ob + h64 * stride_oh + q_row0 * stride_om) \
         + offs_mb[:, None] * stride_om + offs_dv[None, :]
     if BLOCK_DV != HEAD_DIM_V:
         tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & dv_ok[None, :])
     else:
         tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None])
-    tl.store(Lse + bh.to(tl.int64) * Lq + offs_m, lse, mask=row_ok)
+    if IS_VARLEN:
+        lse_row0 = h64 * total_q + q_row0  # (Hq, total_q)
+    else:
+        lse_row0 = bh.to(tl.int64) * Lq + m064  # (B, Hq, Lq)
+    tl.store(Lse + lse_row0 + offs_mb, lse, mask=row_ok)

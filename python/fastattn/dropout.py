@@ -8,7 +8,8 @@ kept ones are scaled by ``1 / (1 - p)``. The keep decision is a pure function of
 
 The contract (Philox-4x32-10 as in ``triton.language.philox_impl``; every word an unsigned 32-bit)::
 
-    key     = (k0, k1) = (seed mod 2^32, (seed >> 32) XOR (offset >> 32))   # seed, offset: uint64
+    key     = (k0, k1) = (seed mod 2^32, (seed >> 32) XOR (offset >> 32) XOR DOMAIN)
+              # seed, offset: uint64; DOMAIN = 0x46415354 ("FAST")
     counter = (c0, c1, c2, c3) = (j >> 2, i, b*Hq + h, offset mod 2^32)
     r0, r1, r2, r3 = philox_4x32_10(counter, key)
     r      = (r0, r1, r2, r3)[j & 3]                # four consecutive keys share one Philox call
@@ -20,7 +21,8 @@ of them is below 2^32 (``j`` below 2^34): ``B*Hq*Lq*Lk`` far beyond 2^40 never w
 nothing; ``p == 1`` drops everything (outputs and gradients are 0) without drawing either.
 
 ``offset`` is a per-call stream id: two calls with the same seed and different offsets draw
-independent masks. See :func:`draw_seed_offset` for how a caller takes ``(seed, offset)`` from torch's
+independent masks. ``DOMAIN`` keeps these streams apart from torch's own Philox users of the same
+(seed, offset) (curand's counter is ``(offset / 4, subsequence)`` under the key ``seed``). See :func:`draw_seed_offset` for how a caller takes ``(seed, offset)`` from torch's
 generator so that ``torch.manual_seed`` reproduces a run.
 
 :func:`dropout_keep_mask` reproduces the kernels' mask bit for bit in plain torch int64 arithmetic
@@ -34,7 +36,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["dropout_keep_mask", "dropout_keep_at", "philox_4x32_10", "philox_kernel_args", "keep_threshold", "draw_seed_offset",
+__all__ = ["DOMAIN", "dropout_keep_mask", "dropout_keep_at", "philox_4x32_10", "philox_kernel_args", "keep_threshold", "draw_seed_offset",
            "PhiloxArgs"]
 
 _M32 = 0xFFFFFFFF
@@ -44,6 +46,8 @@ _ROUND_A = 0xD2511F53
 _ROUND_B = 0xCD9E8D57
 _KEY_A = 0x9E3779B9
 _KEY_B = 0xBB67AE85
+#: XORed into the high key word: domain separation from torch's Philox streams of the same seed
+DOMAIN = 0x46415354
 
 
 def keep_threshold(p: float) -> int:
@@ -112,7 +116,7 @@ def philox_kernel_args(seed: int, offset: int, p: float) -> PhiloxArgs:
     """The kernels' runtime dropout arguments for ``(seed, offset, p)`` (``0 < p < 1``)."""
     seed, offset = _u64("seed", seed), _u64("offset", offset)
     k0 = seed & _M32
-    k1 = (seed >> 32) ^ (offset >> 32)
+    k1 = (seed >> 32) ^ (offset >> 32) ^ DOMAIN
     c3 = offset & _M32
     return PhiloxArgs((_as_i32(k0), _as_i32(k1), _as_i32(c3), _as_i32(keep_threshold(p)), 1.0 / (1.0 - p)))
 
@@ -125,7 +129,7 @@ def dropout_keep_at(seed: int, offset: int, bh, i, j, p: float) -> torch.Tensor:
         return torch.full(torch.broadcast_shapes(bh.shape, i.shape, j.shape), p <= 0.0, dtype=torch.bool,
                           device=bh.device)
     seed, offset = _u64("seed", seed), _u64("offset", offset)
-    r = philox_4x32_10(j >> 2, i, bh, offset & _M32, seed & _M32, (seed >> 32) ^ (offset >> 32))
+    r = philox_4x32_10(j >> 2, i, bh, offset & _M32, seed & _M32, (seed >> 32) ^ (offset >> 32) ^ DOMAIN)
     words = torch.stack(torch.broadcast_tensors(*r), dim=-1)
     word = torch.gather(words, -1, torch.broadcast_to(j & 3, words.shape[:-1]).unsqueeze(-1)).squeeze(-1)
     return word >= keep_threshold(p)
@@ -143,7 +147,7 @@ def dropout_keep_mask(seed: int, offset: int, B: int, Hq: int, Lq: int, Lk: int,
     if p >= 1.0:
         return torch.zeros((B, Hq, Lq, Lk), dtype=torch.bool, device=device)
     seed, offset = _u64("seed", seed), _u64("offset", offset)
-    k0, k1 = seed & _M32, (seed >> 32) ^ (offset >> 32)
+    k0, k1 = seed & _M32, (seed >> 32) ^ (offset >> 32) ^ DOMAIN
     T = (Lk + 3) // 4
     c0 = torch.arange(T, dtype=torch.int64, device=device).view(1, 1, T)
     c1 = torch.arange(Lq, dtype=torch.int64, device=device).view(1, Lq, 1)

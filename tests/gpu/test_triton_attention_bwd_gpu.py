@@ -52,8 +52,9 @@ def _candidates(family: str, E: int, Ev: int, dtype: str, mask: str = "none", dr
     info = device_info(torch.device("cuda", torch.cuda.current_device()))
     bd, bdv = max(16, 1 << (E - 1).bit_length()), max(16, 1 << (Ev - 1).bit_length())
     dense = 1 if mask.startswith("dense_bool") else 2 if mask.startswith("dense_") else 0
+    structural = mask != "none" and not mask.startswith("dense")
     ok = K.bwd_candidates(family, info.capability, info.smem_per_block, bd, bdv, DTYPE_BYTES[dtype], dense,
-                          "key_mask" in mask, dropout)
+                          "key_mask" in mask, dropout, structural)
     return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in ok]
 
 

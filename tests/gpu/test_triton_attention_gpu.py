@@ -43,8 +43,9 @@ def _candidate_configs(E: int, Ev: int, dtype: str, mask: str = "none"):
     smem = device_info(torch.device("cuda", torch.cuda.current_device())).smem_per_block
     bd, bdv = max(16, triton_next_pow2(E)), max(16, triton_next_pow2(Ev))
     dense = 1 if mask.startswith("dense_bool") else 2 if mask.startswith("dense_") else 0
-    ok = [c for c in K.configs_for(cap)
-          if K.keep(c, cap, bd) and K.config_fits(c, bd, bdv, DTYPE_BYTES[dtype], smem, dense, "key_mask" in mask)]
+    dense_bytes = {"dense_bool": 1}.get(mask.split("+")[0], DTYPE_BYTES[dtype]) if dense else 0
+    ok = K.kept_configs(K.configs_for(cap), cap, smem, bd, bdv, DTYPE_BYTES[dtype], dense, dense_bytes,
+                        "key_mask" in mask)
     return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in ok]
 
 

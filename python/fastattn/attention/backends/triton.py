@@ -41,7 +41,7 @@ def _prefill_meta(q_dtype, E, Ev, causal, has_kl, has_km, dense_mode, fast_scale
     return dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=max(16, _next_pow2(E)), BLOCK_DV=max(16, _next_pow2(Ev)),
                 IS_CAUSAL=causal, HAS_KEY_LENS=has_kl, HAS_KEY_MASK=has_km, DENSE_MODE=dense_mode,
                 FAST_SCALE=fast_scale, DOT_UPCAST=dot_upcast, HAS_DROPOUT=has_dropout,
-                INPUT_PRECISION="ieee" if (q_dtype == torch.float32 or dot_upcast) else "tf32",
+                INPUT_PRECISION="ieee" if (q_dtype == torch.float32 or dot_upcast) else "tf32", IS_VARLEN=False,
                 # the exp2 argument is one FMA (qk * qk_scale - m): keep fusion on whatever the Triton
                 # default (3.10 turns TRITON_DEFAULT_FP_FUSION off by default); the interpreter ignores it
                 enable_fp_fusion=True)
@@ -148,10 +148,10 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
     else:
         drop = (0, 0, 0, 0, 1.0)
 
-    args = (q, k, v, out, lse, key_lens, key_mask, key_range, dense,
+    args = (q, k, v, out, lse, key_lens, key_mask, key_range, dense, q, q,  # (no cu_seqlens: padded)
             qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], ost[0], ost[1], ost[2],
             stride_klb, stride_kmb, stride_kmn, dstr[0], dstr[1], dstr[2], dstr[3],
-            Hq, Hq // Hkv, Lq, Lk, causal_off, scale * LOG2E, scale, *drop,
+            Hq, Hq // Hkv, Lq, Lk, causal_off, scale * LOG2E, scale, 0, 0, *drop,
             _next_pow2(Lq), _next_pow2(Lk))
     mkey = (dtype, E, Ev, causal is not None, kl is not None, km is not None, dense_mode, fast_scale, interpret,
             has_dropout)
@@ -181,6 +181,64 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
     grid = (triton_cdiv(Lq, kw["BLOCK_M"]) * B * Hq,)
     with device_guard(dev):  # Triton launches on the current device's stream
         kern[grid](*args, **kw)
+    return lse
+
+
+def _attn_varlen_fwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                            cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int,
+                            out: torch.Tensor, *, causal: bool = False, scale: Optional[float] = None,
+                            config: Optional[dict] = None) -> torch.Tensor:
+    """Packed variable-length forward (the prefill kernel with ``IS_VARLEN``): write into ``out`` and
+    return the float32 natural-log LSE ``(Hq, total_q)`` (``-inf`` on rows with no visible key).
+
+    ``q (total_q, Hq, E)``, ``k (total_k, Hkv, E)``, ``v (total_k, Hkv, Ev)``, ``out (total_q, Hq, Ev)``
+    in q's dtype: any strides with a contiguous last dim; ``cu_seqlens_q/k`` int32 ``(B + 1,)`` on the
+    tensors' device (values are clamped into ``[0, total]`` in the kernel, so bad ones cannot address
+    memory outside the tensors); ``max_seqlen_q`` >= every query length (it sizes the grid: rows past
+    it are not computed), ``max_seqlen_k`` only buckets the autotuner. Sequence ``b``'s rows attend its
+    keys only; ``causal`` is bottom-right per sequence. Rows of empty sequences are not written; rows
+    with no visible key get 0. ``scale=None``: ``1/sqrt(E)``. ``config`` pins the tile as in
+    :func:`_attn_fwd_triton`. Validation of the user-facing contract is the caller's.
+    """
+    total_q, Hq, E = q.shape
+    total_k, Hkv, _ = k.shape
+    Ev = v.shape[2]
+    B = cu_seqlens_q.numel() - 1
+    for name, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if t.dtype != torch.int32 or t.dim() != 1 or t.numel() != B + 1 or t.device != q.device:
+            raise ValueError(f"{name} must be an int32 (B + 1,) tensor on {q.device} with B = {B}; got "
+                             f"{t.dtype} {tuple(t.shape)} on {t.device}")
+    if out.shape != (total_q, Hq, Ev) or out.dtype != q.dtype or out.device != q.device:
+        raise ValueError(f"out must be a {q.dtype} tensor of shape {(total_q, Hq, Ev)} on {q.device}; got "
+                         f"{out.dtype} {tuple(out.shape)} on {out.device}")
+    for name, t in (("query", q), ("key", k), ("value", v), ("out", out)):
+        if t.shape[-1] > 1 and t.stride(-1) != 1:
+            raise ValueError(f"{name} must have a contiguous last dim (stride 1), got strides {t.stride()}")
+    lse = torch.empty((Hq, total_q), dtype=torch.float32, device=q.device)
+    if B <= 0 or total_q == 0 or max_seqlen_q <= 0:
+        return lse
+    scale = float(E ** -0.5 if scale is None else scale)
+    info = device_info(q.device)
+    interpret = info.capability is None
+    mkey = (q.dtype, E, Ev, bool(causal), False, False, 0, scale > 0.0, interpret, False)
+    meta = {**_prefill_meta(*mkey), "IS_VARLEN": True}
+    qs, ks, vs, ost = q.stride(), k.stride(), v.stride(), out.stride()
+    args = (q, k, v, out, lse, q, q, q, q, cu_seqlens_q, cu_seqlens_k,  # no key lengths/mask/dense mask
+            0, qs[1], qs[0], 0, ks[1], ks[0], 0, vs[1], vs[0], 0, ost[1], ost[0],
+            0, 0, 0, 0, 0, 0, 0,
+            Hq, Hq // Hkv, max_seqlen_q, max(max_seqlen_k, 0), 0, scale * LOG2E, scale, total_q, total_k,
+            0, 0, 0, 0, 1.0,  # no dropout in the varlen path yet
+            _next_pow2(max_seqlen_q), _next_pow2(max(max_seqlen_k, 1)))
+    from fastattn.kernels import attention as K
+    if config is None and interpret:
+        c = K.CONFIG_INTERPRET
+        config = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+    with device_guard(q.device):
+        if config is not None:
+            K._attn_fwd_kernel[(triton_cdiv(max_seqlen_q, config["BLOCK_M"]) * B * Hq,)](*args, **meta, **config)
+        else:
+            K.autotuned_kernel(info.capability)[lambda mt: (triton_cdiv(max_seqlen_q, mt["BLOCK_M"]) * B * Hq,)](
+                *args, **meta)
     return lse
 
 
@@ -369,4 +427,4 @@ def _decode_path(inp) -> bool:
     return inp.Lq <= DECODE_MAX_LQ and inp.mask.dense is None and not inp.dropout_p > 0
 
 
-__all__ = ["TritonAttention", "_attn_fwd_triton"]
+__all__ = ["TritonAttention", "_attn_fwd_triton", "_attn_varlen_fwd_triton"]
