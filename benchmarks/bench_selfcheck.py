@@ -172,7 +172,9 @@ def main(argv=None) -> int:
     machine = (f"{os.cpu_count()} CPUs ({_cpu_model()})" + (", Triton interpreter (TRITON_INTERPRET=1): CPU "
                                                                "timings of interpreted kernels, not GPU ones"
                                                                if interp else ""))
+    load0 = os.getloadavg()[0]
     rows = measure(args.reps, args.backend, device)
+    machine += f"; load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end (shared machine: noisy)"
     stamp = dict(env.stamp(), machine=machine, fastattn=fastattn.__version__)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", newline="") as f:
