@@ -14,12 +14,13 @@ import pytest
 import torch
 from torch.nn.attention.bias import causal_lower_right
 
-from fastattn.backends import ATTENTION_BACKENDS
+from fastattn import dispatch
 from fastattn.inputs import normalize_attention
 from fastattn.reference import attention_math
 from fastattn.testing import assert_close
 
 triton = pytest.importorskip("triton")
+ATTENTION_BACKENDS = dispatch.backends("attention")
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 DEVICE = "cpu" if INTERPRET else ("cuda" if torch.cuda.is_available() else "cpu")
