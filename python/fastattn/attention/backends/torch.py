@@ -49,10 +49,30 @@ def sdpa_zeroes_empty_rows(device: torch.device, dtype: torch.dtype) -> bool:
 
 def _sdpa_mask(inp: AttentionInputs):
     """Return ``(attn_mask, is_causal, row_has)`` for SDPA; ``row_has`` is ``None`` when no row can be
-    empty, else a bool ``(B|1, Hq|1, Lq, 1)`` that the output is multiplied by."""
+    empty, else a bool ``(B|1, Hq|1, Lq, 1)`` that the output is multiplied by.
+
+    Cached on the mask object (an HF forward builds one and every layer reuses it) unless the result is
+    part of an autograd graph (a float mask that requires grad). On CPU tensors, where reading a value
+    costs no device sync, ``row_has`` is dropped when every row has a visible key (the usual padded
+    batch): no per-layer multiply and copy for a fix-up that changes nothing."""
     m = inp.mask
     if m.is_none:
         return None, False, None
+    key = (inp.B, inp.Lq, inp.Lk, inp.device, inp.dtype, float(inp.scale) > 0, torch.is_inference_mode_enabled())
+    cache = m.__dict__.get("_sdpa_mask")
+    if cache is not None and cache[0] == key:
+        return cache[1]
+    res = _build_sdpa_mask(inp)
+    attn_mask, is_causal, row_has = res
+    if row_has is not None and inp.device.type == "cpu" and bool(row_has.all()):
+        res = (attn_mask, is_causal, None)  # keep | ~row_has == keep: the mask is already exact
+    if not any(isinstance(t, torch.Tensor) and t.requires_grad for t in res):
+        object.__setattr__(m, "_sdpa_mask", (key, res))
+    return res
+
+
+def _build_sdpa_mask(inp: AttentionInputs):
+    m = inp.mask
     if m.causal == "top_left" and m.key_lengths is None and m.key_mask is None and m.dense is None \
             and inp.scale > 0:
         # row i always sees key 0: no empty rows. Only for scale > 0: SDPA's is_causal path (torch 2.13
