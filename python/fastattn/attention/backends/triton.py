@@ -338,22 +338,10 @@ class TritonAttention(AttnBackend):
         kl = inp.mask.key_lengths
         if kl is not None and (kl.is_floating_point() or kl.dtype == torch.bool or kl.is_complex()):
             reasons.append(f"key_lengths dtype {kl.dtype} is not an integer type")
-        # tile offsets inside one (batch, head) are 32-bit: a row stride times a tile height must fit
-        lim = 2 ** 31 // _MAX_BLOCK
-        if abs(qs[2]) >= lim or abs(ks[2]) >= lim or abs(vs[2]) >= lim or dense is not None:
-            rows = [("query", qs[2]), ("key", ks[2]), ("value", vs[2])]
-            if dense is not None:
-                rows += [("attn_mask", abs(dense.stride(2)) + abs(dense.stride(3)))]
-            for name, st in rows:
-                if abs(st) * _MAX_BLOCK >= 2 ** 31:
-                    reasons.append(f"{name} has a sequence stride of {st} elements; the triton kernel's 32-bit "
-                                   f"tile offsets need stride * {_MAX_BLOCK} < 2^31")
-        B, Hq, Lq = q.shape[0], q.shape[1], q.shape[2]
-        programs = triton_cdiv(Lq, 64) * B * Hq
-        if programs >= 2 ** 31 or B * Hq * Lq >= 2 ** 31:
-            reasons.append(f"B*Hq*Lq = {B * Hq * Lq} rows (B*Hq*ceil(Lq/64) = {programs} programs) exceeds the "
-                           "2^31-1 grid limit")
-        return reasons
+        rows = [("query", qs[2]), ("key", ks[2]), ("value", vs[2])]
+        if dense is not None:
+            rows += [("attn_mask", abs(dense.stride(2)) + abs(dense.stride(3)))]
+        return reasons + tile_offset_reasons(rows) + grid_reasons(q.shape[0], q.shape[1], q.shape[2], "Lq")
 
     def launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
         if inp.dropout_p > 0:
@@ -394,6 +382,22 @@ class TritonAttention(AttnBackend):
         if _decode_path(inp):
             return ((inp.Lq, 72), (inp.Lq, 300))  # one KV split; split-KV + the combine kernel
         return ((40, 72),)
+
+
+def tile_offset_reasons(rows) -> List[str]:
+    """Tile offsets inside one (sequence, head) are 32-bit: a row stride times a tile height must fit.
+    ``rows``: ``(tensor name, sequence stride in elements)``."""
+    return [f"{name} has a sequence stride of {st} elements; the triton kernel's 32-bit tile offsets need "
+            f"stride * {_MAX_BLOCK} < 2^31" for name, st in rows if abs(st) * _MAX_BLOCK >= 2 ** 31]
+
+
+def grid_reasons(B: int, Hq: int, Lq: int, lq_name: str) -> List[str]:
+    """The prefill grid (``B * Hq * ceil(Lq / 64)`` programs) and the row count must stay below 2^31."""
+    programs = triton_cdiv(Lq, 64) * B * Hq
+    if programs >= 2 ** 31 or B * Hq * Lq >= 2 ** 31:
+        return [f"B*Hq*{lq_name} = {B * Hq * Lq} rows (B*Hq*ceil({lq_name}/64) = {programs} programs) exceeds the "
+                "2^31-1 grid limit"]
+    return []
 
 
 def _check_tiles(inp, direction: str) -> Optional[dict]:
