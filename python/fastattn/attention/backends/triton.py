@@ -405,25 +405,35 @@ def _check_tiles(inp, direction: str) -> Optional[dict]:
     that the resource model keeps (forward) / the smallest (backward kernels): one compile, which the real
     calls' autotuning shares, instead of autotuning the check's own small shape. ``None`` under the
     interpreter (one fixed tile there anyway)."""
+    if direction == "fwd":
+        dense = inp.mask.dense
+        dense_mode = 0 if dense is None else (1 if dense.dtype == torch.bool else 2)
+        return check_tiles_fwd(inp.device, inp.E, inp.Ev, inp.query.element_size(), dense_mode,
+                               inp.mask.key_mask is not None)
     cap = device_info(inp.device).capability
     if cap is None:
         return None
     from fastattn.kernels import attention as K
+    return {family: K.config_kwargs(min(K.bwd_configs_for(family, cap), key=_tile_size)) for family in ("dkdv", "dq")}
 
-    def smallest(confs):
-        c = min(confs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_warps, c.num_stages))
-        return K.config_kwargs(c)
 
-    if direction == "bwd":
-        return {family: smallest(K.bwd_configs_for(family, cap)) for family in ("dkdv", "dq")}
-    bd, bdv = max(16, _next_pow2(inp.E)), max(16, _next_pow2(inp.Ev))
-    dense = inp.mask.dense
-    dense_mode = 0 if dense is None else (1 if dense.dtype == torch.bool else 2)
-    smem = device_info(inp.device).smem_per_block
+def check_tiles_fwd(device, E: int, Ev: int, element_size: int, dense_mode: int = 0,
+                    has_key_mask: bool = False) -> Optional[dict]:
+    """The prefill kernel's self-check tile (see :func:`_check_tiles`); also the varlen mode's."""
+    cap = device_info(device).capability
+    if cap is None:
+        return None
+    from fastattn.kernels import attention as K
+    bd, bdv = max(16, _next_pow2(E)), max(16, _next_pow2(Ev))
+    smem = device_info(device).smem_per_block
     confs = K.configs_for(cap)
-    fit = [c for c in confs if K.keep(c, cap, bd) and K.config_fits(
-        c, bd, bdv, inp.query.element_size(), smem, dense_mode, inp.mask.key_mask is not None)]
-    return smallest(fit or confs)
+    fit = [c for c in confs if K.keep(c, cap, bd) and K.config_fits(c, bd, bdv, element_size, smem, dense_mode,
+                                                                  has_key_mask)]
+    return K.config_kwargs(min(fit or confs, key=_tile_size))
+
+
+def _tile_size(c):
+    return (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
 
 
 def _decode_path(inp) -> bool:
