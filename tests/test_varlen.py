@@ -258,3 +258,15 @@ def test_debug_env_checks_values(monkeypatch):
     q, k, v, cq, ck = _packed([3, 4], [3, 4])
     with pytest.raises(InputError, match="non-decreasing"):
         fastattn.attention_varlen(q, k, v, torch.tensor([0, 8, 7], dtype=torch.int32), ck, 8, 4)
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_torch_compile_runs_the_triton_call_eagerly(monkeypatch):
+    """No custom op for the varlen kernel yet: under torch.compile the triton call is a graph break that
+    runs eagerly (dynamo cannot trace the launcher), with the eager result."""
+    monkeypatch.setenv("FASTATTN_BACKEND", "triton")
+    q, k, v, cq, ck = _packed([5, 0, 9], [5, 0, 9])
+    f = torch.compile(lambda q, k, v: fastattn.attention_varlen(q, k, v, cq, ck, 9, 9, is_causal=True) * 2)
+    torch.testing.assert_close(f(q, k, v), 2 * fastattn.attention_varlen(q, k, v, cq, ck, 9, 9, is_causal=True),
+                               atol=0, rtol=0)

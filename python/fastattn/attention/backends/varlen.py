@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import dispatch
+from ..._post_import import when_imported
 from .base import HeadShapes
 from .triton import TritonAttention, _attn_varlen_fwd_triton, check_tiles_fwd, grid_reasons, tile_offset_reasons
 
@@ -116,6 +117,17 @@ class TritonVarlen(VarlenBackend):
         out = inp.query.new_empty((inp.query.shape[0], inp.Hq, inp.Ev))
         self.launch(inp, out)
         return out
+
+
+def _launch_eagerly_under_compile(_module=None) -> None:
+    """Under ``torch.compile`` the triton varlen call runs eagerly (a graph break, as the torch backend's
+    host read of ``cu_seqlens`` is): it has no ``torch.library`` custom op yet, and dynamo cannot trace the
+    launcher. Wrapped once ``torch._dynamo`` is imported (wrapping at import would import dynamo, triton
+    and sympy for every user of fastattn)."""
+    TritonVarlen.run = torch.compiler.disable(TritonVarlen.run)
+
+
+when_imported("torch._dynamo", _launch_eagerly_under_compile)
 
 
 class _TritonVarlenRecompute(torch.autograd.Function):
