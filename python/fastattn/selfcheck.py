@@ -491,6 +491,7 @@ def _check_varlen(b, inp, direction: str) -> Result:
     """The packed-sequence forward of ``inp``'s variant (dtype, head dims, GQA group, causal, scale sign)
     on :data:`VARLEN_CHECK_LENGTHS` against :func:`fastattn.reference.attention_varlen` (no varlen kernel
     has dropout or a fused backward yet: forward only)."""
+    from .attention.backends.varlen import packed_out
     from .inputs import VarlenInputs
     from .reference import attention_varlen
     from .testing import compare
@@ -517,7 +518,7 @@ def _check_varlen(b, inp, direction: str) -> Result:
     error, passed = "", False
     with _isolated(dev):
         try:
-            out = small.query.new_empty((sum(lq), small.Hq, Ev))
+            out = packed_out(small)
             b.check_launch(small, out)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)

@@ -73,6 +73,11 @@ class CudaVarlen(VarlenBackend):
     VARLEN = "the cuda attention kernel has no packed-sequence (varlen) mode; the triton or torch backend runs them"
 
 
+def packed_out(inp) -> torch.Tensor:
+    """The uninitialised ``(total_q, Hq, Ev)`` output of ``inp`` (a kernel writes every row)."""
+    return inp.query.new_empty((inp.query.shape[0], inp.Hq, inp.Ev))
+
+
 def _int32(cu: torch.Tensor) -> torch.Tensor:
     return cu if cu.dtype == torch.int32 else cu.to(torch.int32)  # on the device: no sync
 
@@ -114,7 +119,7 @@ class TritonVarlen(VarlenBackend):
     def run(self, inp) -> torch.Tensor:
         if inp.requires_grad:
             return _TritonVarlenRecompute.apply(inp.query, inp.key, inp.value, inp, self)
-        out = inp.query.new_empty((inp.query.shape[0], inp.Hq, inp.Ev))
+        out = packed_out(inp)
         self.launch(inp, out)
         return out
 
@@ -138,7 +143,7 @@ class _TritonVarlenRecompute(torch.autograd.Function):
     def forward(ctx, q, k, v, inp, backend):
         ctx.save_for_backward(q, k, v, inp.cu_seqlens_q, inp.cu_seqlens_k)
         ctx.meta = (inp.max_seqlen_q, inp.max_seqlen_k, inp.causal, inp.scale)
-        out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
+        out = packed_out(inp)
         backend.launch(inp, out)
         return out
 
