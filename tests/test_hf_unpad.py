@@ -2,7 +2,7 @@
 (attention through attention_varlen), valid positions of every output match eager under the model-level
 rule, pad positions of returned hidden states are 0, output_attentions goes through the eager path,
 gradients flow, revert is bit-exact, unpad=False keeps padded execution; padding-free batches
-(HF's cu_seq_lens kwargs) run varlen."""
+(HF's cu_seq_lens kwargs) run varlen; forced to triton, every layer runs the Triton varlen kernel."""
 
 import copy
 
@@ -192,3 +192,28 @@ def test_padding_free_batch_runs_varlen(varlen_calls):
     assert len(varlen_calls) == 2 and varlen_calls[0][1] == [0, 5, 14, 15, 22]
     n = torch.ones(packed.shape[0], dtype=torch.bool)
     check_model_rule(packed, torch.cat(alone), torch.cat(ref), n, "padding-free-bert")
+
+
+@pytest.mark.skipif(fastattn.dispatch.backends("attention_varlen")["triton"].unavailable_reason() is not None,
+                    reason="the triton varlen backend is unavailable here")
+@pytest.mark.parametrize("pattern", ["left", "full-and-one"])
+def test_unpadded_encoder_on_the_triton_varlen_kernel(pattern, varlen_calls, monkeypatch):
+    """Forced to triton (FASTATTN_BACKEND=triton, as CI forces kernels; on CPU under TRITON_INTERPRET=1),
+    every layer's packed attention is one launch of the Triton varlen kernel; valid positions match eager
+    under the model rule, pad positions are 0."""
+    monkeypatch.setenv("FASTATTN_BACKEND", "triton")
+    tb = fastattn.dispatch.backends("attention_varlen")["triton"]
+    launches = []
+    real = tb.launch
+    monkeypatch.setattr(tb, "launch", lambda inp, out, rng=(0, 0): launches.append(inp.describe()) or real(inp, out))
+    model = tiny_model("bert")
+    ids, am = _batch(pattern, B=3, L=9, seed=11)
+    eager = _run(model, ids, am)
+    ref = _run(float64_copy(model), ids, am)
+    ours = _run(fastattn.optimize(copy.deepcopy(model), unpad="always"), ids, am)
+    n_layers = model.config.num_hidden_layers
+    assert len(varlen_calls) == n_layers and len(launches) == n_layers
+    valid = am.bool()
+    check_model_rule(ours.last_hidden_state, eager.last_hidden_state, ref.last_hidden_state, valid,
+                     f"bert-{pattern}-triton")
+    assert (ours.last_hidden_state[~valid] == 0).all()

@@ -423,6 +423,49 @@ def test_no_check_under_a_dispatch_mode_and_the_plan_is_not_cached(checks):
     assert len(checks) == 1
 
 
+# ---------------------------------------------------------------------------- attention_varlen
+def _packed(lens=(5, 0, 9), Hq=2, Hkv=2, E=32, dtype=torch.float32):
+    g = torch.Generator().manual_seed(3)
+    tot = sum(lens)
+    cu = torch.tensor([0] + [sum(lens[:i + 1]) for i in range(len(lens))], dtype=torch.int32, device=DEV)
+    mk = lambda *s: torch.randn(*s, generator=g).to(DEV, dtype)  # noqa: E731
+    return mk(tot, Hq, E), mk(tot, Hkv, E), mk(tot, Hkv, E), cu, max(lens)
+
+
+@needs_triton
+def test_varlen_variant_is_checked_once_on_first_use(checks):
+    q, k, v, cu, m = _packed(Hq=4, Hkv=2)
+    out = fastattn.attention_varlen(q, k, v, cu, cu, m, m, is_causal=True, enable_gqa=True)  # auto: triton
+    key = "attention_varlen:triton:fwd:float32:d32:g2:causal_bottom_right"
+    assert checks == [key] and key in _passed_in_file()
+    assert selfcheck.status()[f"{selfcheck._dev(DEV)}|{key}"] == {"state": "passed", "source": "checked"}
+    q2, k2, v2, cu2, m2 = _packed((3, 8), Hq=4, Hkv=2)  # another shape, the same variant
+    fastattn.attention_varlen(q2, k2, v2, cu2, cu2, m2, m2, is_causal=True, enable_gqa=True)
+    fastattn.attention_varlen(q, k, v, cu, cu, m, m, is_causal=False, enable_gqa=True)
+    assert checks == [key, "attention_varlen:triton:fwd:float32:d32:g2:none"]
+    ref = reference.attention_varlen(q, k, v, cu, cu, is_causal=True)
+    naive = reference.attention_varlen(q, k, v, cu, cu, is_causal=True, compute_dtype=None)
+    assert compare(out, ref, naive, q.dtype).ok
+
+
+@needs_triton
+def test_a_failing_varlen_variant_falls_back_to_torch_and_a_forced_one_raises(monkeypatch, checks):
+    q, k, v, cu, m = _packed()
+    _inject(monkeypatch, "triton:attention_varlen")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = fastattn.attention_varlen(q, k, v, cu, cu, m, m)
+    failed = [x for x in w if issubclass(x.category, selfcheck.SelfCheckWarning)]
+    assert len(failed) == 1 and "attention_varlen:triton:fwd:float32:d32:g1:none" in str(failed[0].message)
+    assert torch.equal(out, fastattn.attention_varlen(q, k, v, cu, cu, m, m, backend="torch"))
+    assert "triton: failed its on-device self-check (max error" in fastattn.explain_varlen(q, k, v, cu, cu, m, m)
+    with pytest.raises(BackendError, match="failed its on-device self-check"):
+        fastattn.attention_varlen(q, k, v, cu, cu, m, m, backend="triton")
+    # the padded attention's variants are not touched by the varlen verdict
+    assert dispatch.variant_veto("attention", "triton", fastattn.inputs.normalize_attention(
+        *_qkv(), None, 0.0, False, None, False)) is None
+
+
 # --------------------------------------------------------------------------------------- fastattn check
 def test_sweep_enumerates_variants_and_records_passes(monkeypatch):
     """The grid of ``fastattn check`` (run_check stubbed: the real checks are the tests above)."""

@@ -1,12 +1,14 @@
 """fastattn.attention_varlen: packed sequences against a per-sequence float64 reference (numerics rule),
 forward and gradients, causal bottom-right, GQA, E != Ev, strided packed views, empty sequences; every
-bad input; dispatch (triton/cuda decline with a reason)."""
+bad input; dispatch (cuda declines with a reason; triton runs the forward, declines dropout, and in auto
+mode leaves inputs that need grad to torch). The triton rows run the Triton kernel on CPU tensors under
+``TRITON_INTERPRET=1``, forced with ``FASTATTN_BACKEND=triton`` as CI forces kernels."""
 
 import pytest
 import torch
 
 import fastattn
-from fastattn import reference
+from fastattn import dispatch, reference
 from fastattn.errors import BackendError, InputError, InputTypeError
 from fastattn.testing import assert_close
 
@@ -126,14 +128,89 @@ def test_dropout_rescales_and_reproduces():
     torch.testing.assert_close(a, torch.cat(exp))
 
 
-def test_dispatch_torch_serves_triton_declines_with_reason():
-    q, k, v, cq, ck = _packed([3, 4], [3, 4])
-    text = fastattn.explain_varlen(q, k, v, cq, ck, 4, 4)
-    assert "-> torch" in text
-    with pytest.raises(BackendError, match="IS_VARLEN"):
-        fastattn.attention_varlen(q, k, v, cq, ck, 4, 4, backend="triton")
+TRITON_WHY = dispatch.backends("attention_varlen")["triton"].unavailable_reason()
+needs_triton = pytest.mark.skipif(TRITON_WHY is not None, reason=f"triton backend unavailable: {TRITON_WHY}")
+
+#: the Triton kernel under the interpreter is slow: small problems that still cover odd lengths, an empty
+#: query sequence, a sequence without keys, one over a 32-row tile, lq != lk both ways (causal: rows with
+#: no visible key), GQA with E != Ev, a non-default scale
+TRITON_CASES = {
+    "odd-empty": ([5, 0, 33, 1, 4], [7, 3, 40, 1, 0], {}),
+    "gqa-e!=ev": ([6, 11], [9, 4], dict(Hq=6, Hkv=2, E=16, Ev=24, enable_gqa=True)),
+    "scale": ([3, 8], [8, 3], dict(E=8, scale=-0.3)),
+}
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["fp16", "fp32"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("case", list(TRITON_CASES))
+def test_triton_forward_matches_float64(case, causal, dtype, monkeypatch):
+    monkeypatch.setenv("FASTATTN_BACKEND", "triton")
+    lq, lk, opts = TRITON_CASES[case]
+    name = f"triton-{case}-{'causal' if causal else 'full'}-{dtype}".replace("torch.", "")
+    assert "-> triton" in _explain(lq, lk, opts, causal, dtype)
+    _, out, ref, naive = _run_case(lq, lk, opts, causal, dtype, grad=False)
+    assert torch.isfinite(out).all() and out.dtype == dtype
+    assert_close(out, ref, naive, dtype, name)
+    # rows with no visible key (lk = 0, or causal with lq > lk) are exactly 0
+    assert (out[(ref == 0).all(-1)] == 0).all()
+
+
+def _explain(lq, lk, opts, causal, dtype=torch.float32, **kw):
+    opts = dict(opts)
+    kw.update({n: opts.pop(n) for n in ("enable_gqa", "scale") if n in opts})
+    q, k, v, cq, ck = _packed(lq, lk, dtype=dtype, **opts)
+    return fastattn.explain_varlen(q, k, v, cq, ck, max(lq), max(lk), is_causal=causal, **kw)
+
+
+@needs_triton
+def test_triton_forced_with_grad_recomputes_the_backward(monkeypatch):
+    """Forced triton on inputs that need grad: the Triton forward, gradients recomputed through the torch
+    backend; both under the numerics rule."""
+    monkeypatch.setenv("FASTATTN_BACKEND", "triton")
+    launches = []
+    tb = dispatch.backends("attention_varlen")["triton"]
+    real = tb.launch
+    monkeypatch.setattr(tb, "launch", lambda *a, **k: launches.append(1) or real(*a, **k))
+    lq, lk = [5, 0, 9, 4], [7, 3, 9, 0]
+    ins, out, ref, naive = _run_case(lq, lk, dict(Hq=4, Hkv=2, enable_gqa=True), True)
+    assert launches == [1]
+    assert_close(out.detach(), ref.detach(), naive.detach(), torch.float32, "triton-grad")
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    for n, a, r, nv in zip("qkv", torch.autograd.grad(out, ins, dout), torch.autograd.grad(ref, ins, dout.double()),
+                           torch.autograd.grad(naive, ins, dout)):
+        assert torch.isfinite(a).all()
+        assert_close(a, r, nv, torch.float32, f"triton-grad-d{n}")
+
+
+def test_dispatch_reasons_and_choices():
+    lq = lk = [3, 4]
+    text = _explain(lq, lk, {}, False)
+    cuda_line = next(line for line in text.splitlines() if line.strip().startswith("cuda: "))
+    assert "has no packed-sequence (varlen) mode" in cuda_line or "unavailable" in cuda_line
+    if TRITON_WHY is None:  # CPU tensors under the interpreter (or CUDA ones): the kernel runs them
+        assert "-> triton" in text and "triton: supported" in text
+        # dropout and gradients go to torch, each with its reason; float64 too
+        assert "-> torch" in _explain(lq, lk, {}, False, dropout_p=0.1) and "no dropout" in _explain(
+            lq, lk, {}, False, dropout_p=0.1)
+        assert "dtype float64" in _explain(lq, lk, {}, False, torch.float64)
+        q, k, v, cq, ck = _packed(lq, lk)
+        text = fastattn.explain_varlen(q.requires_grad_(), k, v, cq, ck, 4, 4)
+        assert "-> torch" in text and "no fused backward" in text
+        with pytest.raises(BackendError, match="dropout_p=0.1 > 0 is not implemented in the triton kernel"):
+            fastattn.attention_varlen(q, k, v, cq, ck, 4, 4, dropout_p=0.1, backend="triton")
+        q, k, v, cq, ck = _packed(lq, lk, E=4)
+        with pytest.raises(BackendError, match=r"head dim E=4 is not supported by the triton kernel \(supported: 8..256"):
+            fastattn.attention_varlen(q, k, v, cq, ck, 4, 4, backend="triton")
+    else:
+        assert "-> torch" in text and f"triton: unavailable: {TRITON_WHY}" in text
+    q, k, v, cq, ck = _packed(lq, lk)
     torch.testing.assert_close(fastattn.attention_varlen(q, k, v, cq, ck, 4, 4, backend="torch"),
                                fastattn.attention_varlen(q, k, v, cq, ck, 4, 4))
+    caps = dispatch.backends("attention_varlen")["triton"].capabilities()
+    assert caps["varlen"] == "supported" and caps["head_dims"] == "8..256" and not caps["dropout"]
+    assert caps["dtypes"] == ["float16", "bfloat16", "float32"] and caps["gqa"] and caps["different_value_dim"]
 
 
 def _bad_cases():
@@ -181,3 +258,15 @@ def test_debug_env_checks_values(monkeypatch):
     q, k, v, cq, ck = _packed([3, 4], [3, 4])
     with pytest.raises(InputError, match="non-decreasing"):
         fastattn.attention_varlen(q, k, v, torch.tensor([0, 8, 7], dtype=torch.int32), ck, 8, 4)
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_torch_compile_runs_the_triton_call_eagerly(monkeypatch):
+    """No custom op for the varlen kernel yet: under torch.compile the triton call is a graph break that
+    runs eagerly (dynamo cannot trace the launcher), with the eager result."""
+    monkeypatch.setenv("FASTATTN_BACKEND", "triton")
+    q, k, v, cq, ck = _packed([5, 0, 9], [5, 0, 9])
+    f = torch.compile(lambda q, k, v: fastattn.attention_varlen(q, k, v, cq, ck, 9, 9, is_causal=True) * 2)
+    torch.testing.assert_close(f(q, k, v), 2 * fastattn.attention_varlen(q, k, v, cq, ck, 9, 9, is_causal=True),
+                               atol=0, rtol=0)

@@ -45,6 +45,8 @@ class Backend:
     SUPPORTS_DROPOUT = False
     #: what a user reads next to a dtype reason (where the other dtypes run)
     DTYPE_HINT = ""
+    #: what a user reads next to a dropout reason (why, and what runs it)
+    DROPOUT_HINT = ""
 
     def __init__(self) -> None:
         self._unavailable: Optional[str] = None
@@ -103,7 +105,8 @@ class Backend:
             reasons.append(f"dtype {dtype_name(problem.dtype)}: the {self.name} backend runs "
                            f"{', '.join(dtype_name(d) for d in self.DTYPES)}{self.DTYPE_HINT}")
         if problem.dropout_p > 0 and not self.SUPPORTS_DROPOUT:
-            reasons.append(f"dropout_p={problem.dropout_p} > 0 is not implemented in the {self.name} kernel")
+            reasons.append(f"dropout_p={problem.dropout_p} > 0 is not implemented in the {self.name} kernel"
+                           f"{self.DROPOUT_HINT}")
         reasons += self.special_reasons(problem)
         return reasons
 

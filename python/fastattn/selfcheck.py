@@ -20,8 +20,12 @@ visible key must be exactly 0).
 A *variant* is what selects a different compiled kernel: ``op:backend:direction:dtype:head dims:GQA
 group:mask form[:kernel path][:dropout]``, e.g. ``attention:triton:fwd:float16:d64:g1:causal_top_left:
 prefill`` (the kernel path comes from the backend's :meth:`kernel_variant`; for Triton attention it is
-``prefill`` or the decode kernel at the query length). The torch backend is the reference's own math:
-never checked.
+``prefill`` or the decode kernel at the query length). ``attention_varlen`` variants are
+``attention_varlen:backend:fwd:dtype:head dims:GQA group:causal_bottom_right|none[:scale<=0]``, checked
+on a few packed sequences (:data:`VARLEN_CHECK_LENGTHS`) against
+:func:`fastattn.reference.attention_varlen`, from the same plan-cache miss path. The torch backend is
+the reference's own math: never checked. :func:`sweep` (``fastattn check``) enumerates padded
+attention variants only.
 
 Control: ``FASTATTN_SELF_CHECK=0`` turns it off (benchmark runs that pre-warm), ``1`` (default) as above,
 ``always`` checks each variant once per process whatever the cache file says. The cache file is
@@ -193,11 +197,24 @@ def _mask_form(m) -> str:
     return "+".join(parts) or "none"
 
 
-def _attention_key(b, inp, direction: str) -> str:
+def _shape_fields(inp) -> List[str]:
+    """dtype, head dims, GQA group: the variant fields both attention ops share."""
     E, Ev = int(inp.E), int(inp.Ev)
-    group = int(inp.Hq) // max(int(inp.Hkv), 1)
-    fields = ["attention", b.name, direction, dtype_name(inp.dtype), f"d{E}" if E == Ev else f"d{E}v{Ev}",
-              f"g{group}", _mask_form(inp.mask), *b.kernel_variant(inp)]
+    return [dtype_name(inp.dtype), f"d{E}" if E == Ev else f"d{E}v{Ev}", f"g{int(inp.Hq) // max(int(inp.Hkv), 1)}"]
+
+
+def _attention_key(b, inp, direction: str) -> str:
+    fields = ["attention", b.name, direction, *_shape_fields(inp), _mask_form(inp.mask), *b.kernel_variant(inp)]
+    if inp.dropout_p > 0:
+        fields.append("dropout")
+    return ":".join(fields)
+
+
+def _varlen_key(b, inp, direction: str) -> str:
+    fields = ["attention_varlen", b.name, direction, *_shape_fields(inp),
+              "causal_bottom_right" if inp.causal else "none"]
+    if inp.scale <= 0:
+        fields.append("scale<=0")  # the kernel's FAST_SCALE
     if inp.dropout_p > 0:
         fields.append("dropout")
     return ":".join(fields)
@@ -464,8 +481,63 @@ def _attention_grads(small, cd, keep, dout):
         return torch.autograd.grad(out, leaves, dout.to(out.dtype))
 
 
+#: (query length, key length) of the packed sequences a varlen check runs: a sequence over one 32-row
+#: tile with partial tiles, an empty one, more queries than keys (causal: rows with no visible key), one
+#: without keys
+VARLEN_CHECK_LENGTHS = ((40, 72), (0, 5), (12, 5), (3, 0))
+
+
+def _check_varlen(b, inp, direction: str) -> Result:
+    """The packed-sequence forward of ``inp``'s variant (dtype, head dims, GQA group, causal, scale sign)
+    on :data:`VARLEN_CHECK_LENGTHS` against :func:`fastattn.reference.attention_varlen` (no varlen kernel
+    has dropout or a fused backward yet: forward only)."""
+    from .attention.backends.varlen import packed_out
+    from .inputs import VarlenInputs
+    from .reference import attention_varlen
+    from .testing import compare
+    key = _varlen_key(b, inp, direction)
+    t0 = time.perf_counter()
+    dev, dtype = inp.device, inp.dtype
+    g = _generator(key)
+    E, Ev, group = int(inp.E), int(inp.Ev), int(inp.Hq) // int(inp.Hkv)
+    Hkv = min(int(inp.Hkv), 2)
+    lq, lk = [a for a, _ in VARLEN_CHECK_LENGTHS], [c for _, c in VARLEN_CHECK_LENGTHS]
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g).to(device=dev, dtype=dtype)
+
+    def cu(lens):
+        return torch.tensor([0] + [sum(lens[:i + 1]) for i in range(len(lens))], dtype=torch.int32, device=dev)
+
+    scale = (1.0 if inp.scale > 0 else -1.0) / math.sqrt(E)
+    small = VarlenInputs(rnd(sum(lq), Hkv * group, E), rnd(sum(lk), Hkv, E), rnd(sum(lk), Hkv, Ev), cu(lq), cu(lk),
+                         max(lq), max(lk), inp.causal, 0.0, scale)
+    empty = torch.tensor([c == 0 or (inp.causal and i < a - c) for a, c in VARLEN_CHECK_LENGTHS for i in range(a)],
+                         device=dev)
+    max_err = bound = 0.0
+    error, passed = "", False
+    with _isolated(dev):
+        try:
+            out = packed_out(small)
+            b.check_launch(small, out)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+        except Exception as e:  # noqa: BLE001 - a kernel that raises on this device failed its check
+            error = f"the kernel raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        else:
+            args = (small.query, small.key, small.value, small.cu_seqlens_q, small.cu_seqlens_k)
+            c = compare(out, attention_varlen(*args, is_causal=inp.causal, scale=scale),
+                        attention_varlen(*args, is_causal=inp.causal, scale=scale, compute_dtype=None), dtype, FACTOR)
+            max_err, bound = c.max_err, c.bound
+            if not bool((out[empty] == 0).all()):
+                error = "rows with no visible key are not exactly 0"
+            passed = c.ok and not error
+    return Result(passed, max_err, bound, time.perf_counter() - t0, small.describe(), error)
+
+
 #: op -> (variant key function, check function)
-_CHECKERS: Dict[str, Tuple[Callable, Callable]] = {"attention": (_attention_key, _check_attention)}
+_CHECKERS: Dict[str, Tuple[Callable, Callable]] = {"attention": (_attention_key, _check_attention),
+                                                   "attention_varlen": (_varlen_key, _check_varlen)}
 
 
 # --------------------------------------------------------------------------------------- environment
@@ -654,6 +726,8 @@ def _sync_fault_injection() -> None:
                 lse = _real(inp, out, rng)
                 if out.dim() == 4 and out.shape[2] > 0:
                     out[:, :, :1, :] += 1.0  # the real kernel result, made wrong
+                elif out.dim() == 3 and out.shape[0] > 0:  # packed (total_q, Hq, Ev)
+                    out[:1] += 1.0
                 return lse
             setattr(b, attr, perturbed)
         _ARMED[(name, op)] = b

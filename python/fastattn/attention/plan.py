@@ -1,7 +1,8 @@
 """``AttnPlan``: how one attention problem runs, decided once and launched many times.
 
-A plan is built from normalised inputs (:class:`~fastattn.inputs.AttentionInputs`) and holds the chosen
-backend and the dispatch decision. It is cached per *signature* — everything a backend's reasons read:
+A plan is built from normalised inputs (:class:`~fastattn.inputs.AttentionInputs`, or
+:class:`~fastattn.inputs.VarlenInputs` for ``attention_varlen``) and holds the chosen backend and the
+dispatch decision. It is cached per *signature* — everything a backend's reasons read:
 shapes, strides, dtype, device, the mask's parts and dtypes, whether gradients or dropout are needed,
 the requested backend — so a repeated call pays one dict lookup instead of dispatch. The mask's
 device-side sequence info (the key range of a ``(B, Lk)`` key mask) lives on the mask object
@@ -66,15 +67,26 @@ def signature(inp, backend: Optional[str]) -> tuple:
             getenv("TRITON_INTERPRET"))
 
 
-def plan_for(inp, backend: Optional[str] = None) -> AttnPlan:
-    """The cached plan of ``inp``'s signature (dispatching on a miss; raising what dispatch raises)."""
+def varlen_signature(inp, backend: Optional[str]) -> tuple:
+    """The signature of an ``attention_varlen`` problem (:class:`~fastattn.inputs.VarlenInputs`): what its
+    backends' reasons and the self-check's variant key read."""
+    q, k, v = inp.query, inp.key, inp.value
+    return ("attention_varlen", q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, q.device,
+            inp.B, inp.max_seqlen_q, inp.causal, inp.scale > 0, inp.dropout_p > 0, inp.requires_grad, backend,
+            getenv(ENV_VAR), getenv("TRITON_INTERPRET"))
+
+
+def plan_for(inp, backend: Optional[str] = None, op: str = "attention") -> AttnPlan:
+    """The cached plan of ``inp``'s signature (dispatching on a miss; raising what dispatch raises).
+    ``op="attention_varlen"``: ``inp`` is a :class:`~fastattn.inputs.VarlenInputs`; run it with
+    ``plan.backend.run(inp)``."""
     if torch.compiler.is_compiling():  # traced once; the probes are graph constants
-        return AttnPlan(dispatch.select("attention", inp, backend), "")
-    key = signature(inp, backend)
+        return AttnPlan(dispatch.select(op, inp, backend), "")
+    key = signature(inp, backend) if op == "attention" else varlen_signature(inp, backend)
     plan = _PLANS.get(key)
     if plan is None:
-        b = dispatch.select("attention", inp, backend)
-        b, settled = selfcheck.vet("attention", inp, b, backend)  # first use of a kernel variant: check it
+        b = dispatch.select(op, inp, backend)
+        b, settled = selfcheck.vet(op, inp, b, backend)  # first use of a kernel variant: check it
         plan = AttnPlan(b, inp.describe())
         if settled:  # not while the self-check is deferred (CUDA graph capture): the next eager call checks
             if len(_PLANS) >= _MAX_PLANS:

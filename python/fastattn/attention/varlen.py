@@ -8,6 +8,7 @@ import torch
 
 from .. import dispatch
 from ..inputs import normalize_varlen
+from .plan import plan_for
 
 __all__ = ["attention_varlen", "explain_varlen"]
 
@@ -54,7 +55,7 @@ def attention_varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     """
     inp = normalize_varlen(query, key, value, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                            dropout_p, is_causal, scale, enable_gqa)
-    return dispatch.select("attention_varlen", inp, backend).run(inp)
+    return plan_for(inp, backend, op="attention_varlen").backend.run(inp)
 
 
 def explain_varlen(query, key, value, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,

@@ -4,12 +4,14 @@ The encoder instance (``BertEncoder``, ``RobertaEncoder``, ``XLMRobertaEncoder``
 ``ElectraEncoder``) gets an instance ``forward`` that:
 
 1. gathers the valid tokens once, right after the embeddings: ``(B, S, hidden) -> (1, T, hidden)`` rows,
-   T = number of non-pad tokens, with ``cu_seqlens`` / ``max_seqlen`` computed once per forward (one
-   host read of the lengths);
+   T = number of non-pad tokens, with ``cu_seqlens`` / ``max_seqlen`` computed once per forward (the
+   forward's only host reads: the longest length, and the gather's ``nonzero``);
 2. runs every layer unchanged on those rows -- the Linear projections, the feed-forward (stock or
    fastattn's swapped modules), dropout and LayerNorm are row-wise; the attention gets HF's packed-
    sequence kwargs (``cu_seq_lens_q/k``, ``max_length_q/k``) and the ``"fastattn"`` attention function
-   runs :func:`fastattn.attention_varlen` (each sequence attends to its own tokens only);
+   runs :func:`fastattn.attention_varlen` (each sequence attends to its own tokens only): on CUDA tensors
+   one launch of the Triton varlen kernel per layer, with no host sync, where it runs the call (inference;
+   a training forward that needs grad, or with attention dropout, runs the torch backend, per sequence);
 3. scatters back once at the encoder's output: **pad positions of the returned hidden states are 0**
    (``last_hidden_state`` and every ``output_hidden_states`` entry after the embeddings; the first entry
    is the embedding output itself). Valid positions match eager within the model-level rule.

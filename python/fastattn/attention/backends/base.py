@@ -1,9 +1,10 @@
 """What an attention backend declares, and the hooks it implements.
 
 A backend is a :class:`fastattn.dispatch.Backend` with attention-specific data: ``HEAD_DIMS`` (a
-``range`` or a tuple), ``MASK_PARTS`` (which of ``causal``, ``key_lengths``, ``key_mask``,
-``dense_bool``, ``dense_float`` it takes), ``GQA``, ``DIFFERENT_VALUE_DIM`` (E != Ev). The reasons
-those imply are worded here once; a backend adds only its own in :meth:`kernel_reasons`.
+``range`` or a tuple), ``GQA``, ``DIFFERENT_VALUE_DIM`` (E != Ev) -- the :class:`HeadShapes` data that
+the packed-sequence backends (:mod:`.varlen`) declare too -- and ``MASK_PARTS`` (which of ``causal``,
+``key_lengths``, ``key_mask``, ``dense_bool``, ``dense_float`` it takes). The reasons those imply are
+worded here once; a backend adds only its own in :meth:`kernel_reasons`.
 
 Hooks: :meth:`launch` (forward into a preallocated ``out``, returns the float32 LSE) and, for a backend
 with ``SUPPORTS_BACKWARD``, :meth:`launch_bwd`. :meth:`run` is the whole forward of one call: eager
@@ -39,19 +40,18 @@ _PART_WORDS = {"causal": "a causal mask", "key_lengths": "KeyPadding(lengths=)",
                "dense_bool": "a dense bool attn_mask", "dense_float": "a dense float attn_mask"}
 
 
-class AttnBackend(dispatch.Backend):
-    op = "attention"
+class HeadShapes:
+    """Head-shape capabilities as data, for any op whose problem has ``E``, ``Ev``, ``Hq``, ``Hkv``
+    (:class:`AttnBackend`, the ``attention_varlen`` backends); mixed in before :class:`dispatch.Backend`."""
+
     HEAD_DIMS = range(1, 1 << 30)
-    MASK_PARTS = ALL_MASK_PARTS
     GQA = True
     DIFFERENT_VALUE_DIM = True
-    #: what to use instead, after a mask-part reason
-    MASK_HINT = ""
 
     def head_dims(self):
         return self.HEAD_DIMS
 
-    def special_reasons(self, inp) -> List[str]:
+    def head_shape_reasons(self, inp) -> List[str]:
         reasons = []
         dims = self.head_dims()
         for what, d in (("query/key head dim E", inp.E), ("value head dim Ev", inp.Ev)):
@@ -63,6 +63,24 @@ class AttnBackend(dispatch.Backend):
                            "kernel needs E == Ev")
         if inp.Hq != inp.Hkv and not self.GQA:
             reasons.append(f"grouped-query attention (Hq={inp.Hq}, Hkv={inp.Hkv}) is not supported by the {self.name} kernel")
+        return reasons
+
+    def capabilities(self):
+        caps = super().capabilities()
+        dims = self.head_dims()
+        caps.update(head_dims=f"{dims.start}..{dims.stop - 1}" if isinstance(dims, range) else list(dims),
+                    gqa=self.GQA, different_value_dim=self.DIFFERENT_VALUE_DIM)
+        return caps
+
+
+class AttnBackend(HeadShapes, dispatch.Backend):
+    op = "attention"
+    MASK_PARTS = ALL_MASK_PARTS
+    #: what to use instead, after a mask-part reason
+    MASK_HINT = ""
+
+    def special_reasons(self, inp) -> List[str]:
+        reasons = self.head_shape_reasons(inp)
         for part in mask_parts(inp.mask):
             if part not in self.MASK_PARTS:
                 reasons.append(f"{_PART_WORDS[part]} is not supported by the {self.name} kernel{self.MASK_HINT}")
@@ -93,9 +111,7 @@ class AttnBackend(dispatch.Backend):
 
     def capabilities(self):
         caps = super().capabilities()
-        dims = self.head_dims()
-        caps.update(head_dims=f"{dims.start}..{dims.stop - 1}" if isinstance(dims, range) else list(dims),
-                    mask_parts=sorted(self.MASK_PARTS), gqa=self.GQA, different_value_dim=self.DIFFERENT_VALUE_DIM)
+        caps.update(mask_parts=sorted(self.MASK_PARTS))
         return caps
 
     # ---------------------------------------------------------------------------------- hooks

@@ -338,22 +338,10 @@ class TritonAttention(AttnBackend):
         kl = inp.mask.key_lengths
         if kl is not None and (kl.is_floating_point() or kl.dtype == torch.bool or kl.is_complex()):
             reasons.append(f"key_lengths dtype {kl.dtype} is not an integer type")
-        # tile offsets inside one (batch, head) are 32-bit: a row stride times a tile height must fit
-        lim = 2 ** 31 // _MAX_BLOCK
-        if abs(qs[2]) >= lim or abs(ks[2]) >= lim or abs(vs[2]) >= lim or dense is not None:
-            rows = [("query", qs[2]), ("key", ks[2]), ("value", vs[2])]
-            if dense is not None:
-                rows += [("attn_mask", abs(dense.stride(2)) + abs(dense.stride(3)))]
-            for name, st in rows:
-                if abs(st) * _MAX_BLOCK >= 2 ** 31:
-                    reasons.append(f"{name} has a sequence stride of {st} elements; the triton kernel's 32-bit "
-                                   f"tile offsets need stride * {_MAX_BLOCK} < 2^31")
-        B, Hq, Lq = q.shape[0], q.shape[1], q.shape[2]
-        programs = triton_cdiv(Lq, 64) * B * Hq
-        if programs >= 2 ** 31 or B * Hq * Lq >= 2 ** 31:
-            reasons.append(f"B*Hq*Lq = {B * Hq * Lq} rows (B*Hq*ceil(Lq/64) = {programs} programs) exceeds the "
-                           "2^31-1 grid limit")
-        return reasons
+        rows = [("query", qs[2]), ("key", ks[2]), ("value", vs[2])]
+        if dense is not None:
+            rows += [("attn_mask", abs(dense.stride(2)) + abs(dense.stride(3)))]
+        return reasons + tile_offset_reasons(rows) + grid_reasons(q.shape[0], q.shape[1], q.shape[2], "Lq")
 
     def launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
         if inp.dropout_p > 0:
@@ -396,30 +384,56 @@ class TritonAttention(AttnBackend):
         return ((40, 72),)
 
 
+def tile_offset_reasons(rows) -> List[str]:
+    """Tile offsets inside one (sequence, head) are 32-bit: a row stride times a tile height must fit.
+    ``rows``: ``(tensor name, sequence stride in elements)``."""
+    return [f"{name} has a sequence stride of {st} elements; the triton kernel's 32-bit tile offsets need "
+            f"stride * {_MAX_BLOCK} < 2^31" for name, st in rows if abs(st) * _MAX_BLOCK >= 2 ** 31]
+
+
+def grid_reasons(B: int, Hq: int, Lq: int, lq_name: str) -> List[str]:
+    """The prefill grid (``B * Hq * ceil(Lq / 64)`` programs) and the row count must stay below 2^31."""
+    programs = triton_cdiv(Lq, 64) * B * Hq
+    if programs >= 2 ** 31 or B * Hq * Lq >= 2 ** 31:
+        return [f"B*Hq*{lq_name} = {B * Hq * Lq} rows (B*Hq*ceil({lq_name}/64) = {programs} programs) exceeds the "
+                "2^31-1 grid limit"]
+    return []
+
+
 def _check_tiles(inp, direction: str) -> Optional[dict]:
     """Fixed tiles for the on-device self-check on a GPU: the smallest tile of each kernel's config list
     that the resource model keeps (forward) / the smallest (backward kernels): one compile, which the real
     calls' autotuning shares, instead of autotuning the check's own small shape. ``None`` under the
     interpreter (one fixed tile there anyway)."""
+    if direction == "fwd":
+        dense = inp.mask.dense
+        dense_mode = 0 if dense is None else (1 if dense.dtype == torch.bool else 2)
+        return check_tiles_fwd(inp.device, inp.E, inp.Ev, inp.query.element_size(), dense_mode,
+                               inp.mask.key_mask is not None)
     cap = device_info(inp.device).capability
     if cap is None:
         return None
     from fastattn.kernels import attention as K
+    return {family: K.config_kwargs(min(K.bwd_configs_for(family, cap), key=_tile_size)) for family in ("dkdv", "dq")}
 
-    def smallest(confs):
-        c = min(confs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_warps, c.num_stages))
-        return K.config_kwargs(c)
 
-    if direction == "bwd":
-        return {family: smallest(K.bwd_configs_for(family, cap)) for family in ("dkdv", "dq")}
-    bd, bdv = max(16, _next_pow2(inp.E)), max(16, _next_pow2(inp.Ev))
-    dense = inp.mask.dense
-    dense_mode = 0 if dense is None else (1 if dense.dtype == torch.bool else 2)
-    smem = device_info(inp.device).smem_per_block
+def check_tiles_fwd(device, E: int, Ev: int, element_size: int, dense_mode: int = 0,
+                    has_key_mask: bool = False) -> Optional[dict]:
+    """The prefill kernel's self-check tile (see :func:`_check_tiles`); also the varlen mode's."""
+    cap = device_info(device).capability
+    if cap is None:
+        return None
+    from fastattn.kernels import attention as K
+    bd, bdv = max(16, _next_pow2(E)), max(16, _next_pow2(Ev))
+    smem = device_info(device).smem_per_block
     confs = K.configs_for(cap)
-    fit = [c for c in confs if K.keep(c, cap, bd) and K.config_fits(
-        c, bd, bdv, inp.query.element_size(), smem, dense_mode, inp.mask.key_mask is not None)]
-    return smallest(fit or confs)
+    fit = [c for c in confs if K.keep(c, cap, bd) and K.config_fits(c, bd, bdv, element_size, smem, dense_mode,
+                                                                  has_key_mask)]
+    return K.config_kwargs(min(fit or confs, key=_tile_size))
+
+
+def _tile_size(c):
+    return (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
 
 
 def _decode_path(inp) -> bool:

@@ -1,11 +1,18 @@
 """Backends of ``attention_varlen`` (packed sequences, :func:`fastattn.attention_varlen`).
 
 Registered with :mod:`fastattn.dispatch` as the op ``"attention_varlen"``, in the usual priority order.
-Each declares what it runs as data (``VARLEN``: ``None`` if it runs packed sequences, else the one-line
-reason it does not), and its machine-level availability is that of the attention backend of the same name.
+Each declares what it runs as data: ``VARLEN`` (``None`` if it runs packed sequences, else the one-line
+reason it does not), the head shapes (:class:`~.base.HeadShapes`), dtypes, devices, backward and
+dropout; its machine-level availability is that of the attention backend of the same name.
 
-* ``cuda`` and ``triton``: no varlen kernel yet (the Triton prefill kernel's ``IS_VARLEN`` mode is the
-  planned one); they decline with their ``VARLEN`` reason, so auto dispatch takes ``torch``.
+* ``cuda``: no varlen kernel yet; declines with its ``VARLEN`` reason.
+* ``triton``: the prefill kernel's ``IS_VARLEN`` mode (:func:`~.triton._attn_varlen_fwd_triton`): one
+  launch for the whole batch, sequence ``b`` located by ``cu_seqlens`` on the device, the grid sized by
+  the caller's ``max_seqlen_q`` (no host read of ``cu_seqlens``; int64 ones are converted on the
+  device). fp16, bf16, fp32 (no TF32), head dims 8..256, ``E != Ev``, GQA, causal bottom-right per
+  sequence. Forward only: no dropout in the varlen kernel (it declines ``dropout_p > 0``), and no fused
+  backward, so auto-dispatch takes ``torch`` for inputs that need grad; forced, its backward recomputes
+  through the ``torch`` backend (per-sequence SDPA under autograd: exact, but a second forward).
 * ``torch``: one PyTorch SDPA call per sequence on views of the packed tensors (no padding, no copy of
   q/k/v, no ``max_len x max_len`` score matrix), concatenated into the packed output; autograd and
   dropout are SDPA's. It reads ``cu_seqlens`` on the host (a device sync on CUDA tensors).
@@ -19,9 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from ... import dispatch
+from ..._post_import import when_imported
+from .base import HeadShapes
+from .triton import TritonAttention, _attn_varlen_fwd_triton, check_tiles_fwd, grid_reasons, tile_offset_reasons
 
 
-class VarlenBackend(dispatch.Backend):
+class VarlenBackend(HeadShapes, dispatch.Backend):
     op = "attention_varlen"
     #: ``None`` if this backend runs packed sequences, else why not (shown by explain / capabilities)
     VARLEN: Optional[str] = None
@@ -30,28 +40,127 @@ class VarlenBackend(dispatch.Backend):
         return dispatch.backends("attention")[self.name].unavailable_reason()
 
     def special_reasons(self, inp) -> List[str]:
-        return [self.VARLEN] if self.VARLEN else []
+        if self.VARLEN:
+            return [self.VARLEN]
+        return self.head_shape_reasons(inp) + self.kernel_reasons(inp)
+
+    def kernel_reasons(self, inp) -> List[str]:
+        return []
 
     def capabilities(self):
         caps = super().capabilities()
         caps["varlen"] = self.VARLEN or "supported"
         return caps
 
+    def launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
+        """Kernel backends: write the attention of ``inp`` into ``out`` (``(total_q, Hq, Ev)``, contiguous)
+        and return the float32 natural-log LSE ``(Hq, total_q)``."""
+        raise NotImplementedError
+
+    def check_launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
+        """:meth:`launch` as the on-device self-check runs it (:mod:`fastattn.selfcheck`); calls the class's
+        :meth:`launch`."""
+        return type(self).launch(self, inp, out, rng)
+
     def run(self, inp) -> torch.Tensor:
+        """The forward of one call: ``(total_q, Hq, Ev)`` contiguous."""
         raise NotImplementedError
 
 
 class CudaVarlen(VarlenBackend):
     name = "cuda"
     DEVICES = ("cuda",)
-    VARLEN = "the cuda attention kernel has no packed-sequence (varlen) mode; the torch backend runs them"
+    VARLEN = "the cuda attention kernel has no packed-sequence (varlen) mode; the triton or torch backend runs them"
+
+
+def packed_out(inp) -> torch.Tensor:
+    """The uninitialised ``(total_q, Hq, Ev)`` output of ``inp`` (a kernel writes every row)."""
+    return inp.query.new_empty((inp.query.shape[0], inp.Hq, inp.Ev))
+
+
+def _int32(cu: torch.Tensor) -> torch.Tensor:
+    return cu if cu.dtype == torch.int32 else cu.to(torch.int32)  # on the device: no sync
 
 
 class TritonVarlen(VarlenBackend):
     name = "triton"
-    DEVICES = ("cuda", "interpret")
-    VARLEN = ("the Triton prefill kernel has no IS_VARLEN mode yet (cu_seqlens indexing); the torch backend "
-              "runs packed sequences")
+    DTYPES = TritonAttention.DTYPES
+    DTYPE_HINT = TritonAttention.DTYPE_HINT
+    DEVICES = TritonAttention.DEVICES
+    MIN_CAPABILITY = TritonAttention.MIN_CAPABILITY
+    HEAD_DIMS = TritonAttention.HEAD_DIMS
+    DROPOUT_HINT = " (its packed-sequence mode has no dropout yet; the torch backend runs it)"
+
+    def kernel_reasons(self, inp) -> List[str]:
+        q, k, v = inp.query, inp.key, inp.value
+        reasons = tile_offset_reasons([("query", q.stride(0)), ("key", k.stride(0)), ("value", v.stride(0))])
+        reasons += grid_reasons(inp.B, inp.Hq, inp.max_seqlen_q, "max_seqlen_q")
+        if max(q.shape[0], k.shape[0]) >= 2 ** 31:
+            reasons.append(f"total_q={q.shape[0]}, total_k={k.shape[0]}: the triton kernel reads int32 cu_seqlens "
+                           "(totals below 2^31)")
+        return reasons
+
+    def launch(self, inp, out: torch.Tensor, rng=(0, 0), config: Optional[dict] = None) -> torch.Tensor:
+        return _attn_varlen_fwd_triton(inp.query, inp.key, inp.value, _int32(inp.cu_seqlens_q),
+                                       _int32(inp.cu_seqlens_k), inp.max_seqlen_q, inp.max_seqlen_k, out,
+                                       causal=inp.causal, scale=inp.scale, config=config)
+
+    def check_launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
+        # on a GPU: the prefill kernel's smallest fitting tile, one compile instead of autotuning the
+        # check's own small shape (as the attention backend's check)
+        tiles = check_tiles_fwd(inp.device, inp.E, inp.Ev, inp.query.element_size())
+        if tiles is not None:
+            try:
+                return type(self).launch(self, inp, out, rng, config=tiles)
+            except Exception:  # noqa: BLE001 - the pinned tile does not build here: the real calls' path decides
+                pass
+        return type(self).launch(self, inp, out, rng)
+
+    def run(self, inp) -> torch.Tensor:
+        if inp.requires_grad:
+            return _TritonVarlenRecompute.apply(inp.query, inp.key, inp.value, inp, self)
+        out = packed_out(inp)
+        self.launch(inp, out)
+        return out
+
+
+def _launch_eagerly_under_compile(_module=None) -> None:
+    """Under ``torch.compile`` the triton varlen call runs eagerly (a graph break, as the torch backend's
+    host read of ``cu_seqlens`` is): it has no ``torch.library`` custom op yet, and dynamo cannot trace the
+    launcher. Wrapped once ``torch._dynamo`` is imported (wrapping at import would import dynamo, triton
+    and sympy for every user of fastattn)."""
+    TritonVarlen.run = torch.compiler.disable(TritonVarlen.run)
+
+
+when_imported("torch._dynamo", _launch_eagerly_under_compile)
+
+
+class _TritonVarlenRecompute(torch.autograd.Function):
+    """The triton varlen forward; its backward recomputes through the torch backend under autograd (the
+    context keeps q, k, v and the cu_seqlens, never a score matrix)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, inp, backend):
+        ctx.save_for_backward(q, k, v, inp.cu_seqlens_q, inp.cu_seqlens_k)
+        ctx.meta = (inp.max_seqlen_q, inp.max_seqlen_k, inp.causal, inp.scale)
+        out = packed_out(inp)
+        backend.launch(inp, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        from ...inputs import VarlenInputs
+        q, k, v, cq, ck = ctx.saved_tensors
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+            inp = VarlenInputs(*leaves, cq, ck, *ctx.meta[:3], 0.0, ctx.meta[3])
+            out = dispatch.backends("attention_varlen")["torch"].run(inp)
+            if out.requires_grad:
+                grads = torch.autograd.grad(out, leaves, dout, allow_unused=True)
+            else:  # no query row at all
+                grads = (None, None, None)
+        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, (q, k, v))]
+        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3])), None, None)
 
 
 _CAUSAL_MASKS = {}
