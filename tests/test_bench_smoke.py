@@ -131,6 +131,28 @@ def test_flop_formulas_against_hand_counts():
     # bytes: Q and O for every row, K and V for valid keys only, per KV head
     assert F.attention_fwd_bytes(2, 4, 2, 3, 5, 8, elem_bytes=2, key_lengths=[5, 2]) == \
         2 * (2 * 4 * 3 * 16 + 2 * (5 + 2) * 16)
+    # backward: S recomputed (E), dV (Ev), dP (Ev), dQ (E), dK (E) over the same visible pairs
+    fwd = F.attention_flops(2, 3, 4, 4, 8, 4, causal="top_left", key_lengths=[3, 1])
+    assert fwd == F.attention_fwd_flops(2, 3, 4, 4, 8, 4, causal="top_left", key_lengths=[3, 1])
+    assert F.attention_flops(2, 3, 4, 4, 8, 4, causal="top_left", key_lengths=[3, 1], direction="bwd") == \
+        2 * (8 + 4 + 4 + 8 + 8) * 3 * 13
+    assert F.attention_flops(2, 3, 4, 4, 8, 4, causal="top_left", key_lengths=[3, 1], direction="fwd+bwd") == \
+        2 * (12 + 32) * 3 * 13
+    # E == Ev: the backward is 2.5x the forward, a training step 3.5x (FlashAttention's convention)
+    assert F.attention_flops(1, 1, 128, 128, 64, direction="bwd") == 10 * 128 * 128 * 64
+    assert F.attention_flops(1, 1, 128, 128, 64, direction="fwd+bwd") == 14 * 128 * 128 * 64
+    assert F.attention_flops(2, 2, 8, 8, 16, causal="top_left", direction="fwd+bwd") * 2 == \
+        7 * F.attention_fwd_flops(2, 2, 8, 8, 16, causal="top_left")
+    # backward bytes: Q, O, dO read and dQ written per row; K, V read and dK, dV written per valid key
+    assert F.attention_bytes(2, 4, 2, 3, 5, 8, elem_bytes=2, key_lengths=[5, 2], direction="bwd") == \
+        2 * (2 * 4 * 3 * 32 + 2 * (5 + 2) * 32)
+    assert F.attention_bytes(2, 4, 2, 3, 5, 8, key_lengths=[5, 2], direction="fwd+bwd") == \
+        3 * F.attention_fwd_bytes(2, 4, 2, 3, 5, 8, key_lengths=[5, 2])
+    with pytest.raises(ValueError, match="direction"):
+        F.attention_flops(1, 1, 4, 4, 8, direction="backward")
+    # encoder training step, lengths [3, 1], 2 layers, d=4, f=8, 2 heads of 2: per valid token and layer
+    # 3 * 2 * (4*16 + 2*32) = 768 linear FLOPs; attention 14 * 2 (per pair, D=2) * 2 heads * (9 + 1) pairs
+    assert F.encoder_train_flops([3, 1], 2, 4, 8, 2) == 2 * (768 * 4 + 14 * 2 * 2 * 10)
     assert F.ffn_fwd_flops(10, 4, 16) == 2 * 10 * 4 * 16 * 2
     assert F.ffn_fwd_bytes(10, 4, 16, elem_bytes=2) == 2 * (40 + 64 + 64 + 40 + 16 + 4)
     assert F.matmul_flops(2, 3, 4) == 48 and F.copy_bytes(10, 2) == 40
