@@ -26,8 +26,9 @@ Conventions (used by every suite, the plots, the README table and ``NOTES.md``):
 * Bytes are the algorithmic minimum a fused kernel must move through HBM, not what any particular
   provider moves: read Q (all rows), K and V (valid keys only, per KV head), write O (all rows).
   The backward reads Q, O, dO and writes dQ (all rows), reads K, V and writes dK, dV (valid keys);
-  ``fwd+bwd`` is the sum (3x the forward's bytes). Masks, LSE, workspace and re-reads are not counted. The same count is used for every provider of a
-  case, so ``gbps`` compares providers on equal terms and ``peak_fraction`` is a roofline fraction.
+  ``fwd+bwd`` is the sum (3x the forward's bytes). Masks, LSE, workspace and re-reads are not
+  counted. The same count is used for every provider of a case, so ``gbps`` compares providers on
+  equal terms and ``peak_fraction`` is a roofline fraction.
 * FFN (``linear -> GELU -> linear``): FLOPs ``2*T*in*hidden + 2*T*hidden*out``; bytes: read ``x``,
   both weights and biases once, write the output (the hidden activation never leaves the chip in a
   fully fused kernel).

@@ -163,7 +163,8 @@ def table(preset: str = "quick") -> str:
         kl = c.key_lengths or [None] * c.batch
         pairs = c.heads_q * sum(F.visible_pairs(c.seqlen_q, c.seqlen_k, c.causal, n) for n in kl)
         d = bench_attention.describe(c)
-        lines.append(f"| `{c.name}` | {pairs:,} | {d['flops']:.3g} | {d['bytes']:.3g} | {d['flops'] / d['bytes']:.0f} |")
+        lines.append(f"| `{c.name}` | {pairs:,} | {d['flops']:.3g} | {d['bytes']:.3g} | "
+                     f"{d['flops'] / d['bytes']:.0f} |")
     if preset == "train":
         return "\n".join(lines)
     for c in bench_ffn.ffn_cases(preset, ["bfloat16"]):

@@ -185,6 +185,16 @@ def test_flop_formulas_against_hand_counts():
         F.attention_fwd_flops(2, 1, 4, 4, 8, key_lengths=[1])
 
 
+def test_notes_predictions_are_what_benchmarks_work_computes():
+    """NOTES.md's H200 predictions for the training rows come from benchmarks.work's stated assumptions:
+    a change of an assumption shows here until the table is regenerated."""
+    from benchmarks import work
+    notes = open(os.path.join(ROOT, "benchmarks", "NOTES.md"), encoding="utf-8").read()
+    for table in (work.attention_prediction_table(), work.step_prediction_table()):
+        assert table in notes
+    assert work.main(["--preset", "train"]) == 0
+
+
 def test_visible_pairs_equal_fastattn_mask_semantics():
     """The formula counts exactly the pairs fastattn.masks.NormalizedMask keeps (the kernels' view)."""
     rnd = random.Random(0)
