@@ -1,10 +1,15 @@
-"""Attention forward: fastattn's backends against PyTorch SDPA (each backend forced), eager math and
-FlexAttention, at the shapes of real models.
+"""Attention forward, and forward + backward, of fastattn's backends against PyTorch SDPA (each backend
+forced), eager math and FlexAttention, at the shapes of real models.
 
 Cases: BERT-base/large (non-causal), GPT-2 small/medium and Llama-3-8B (GQA 32/8, D=128) causal,
 a D=128 non-causal shape; S = 128..16k at B*S = 16k tokens; key padding 0/25/50/75% (per-sequence
 lengths for fastattn and FlexAttention, the equivalent bool mask for SDPA and eager); decode
 (Lq=1 against Lk = 1k..32k cached keys). Run with ``fastattn bench --suite attention``.
+
+Training (``--preset train``, case names ending ``-fwdbwd``): one timed call is the forward and the
+backward, ``torch.autograd.grad(out, (q, k, v), dout)`` (the work of ``out.backward(dout)`` without
+accumulating into ``.grad``), on preallocated q, k, v, dout; its FLOPs are ``flops.attention_flops(...,
+direction="fwd+bwd")``. A fastattn backend without a fused backward is recorded ``unsupported``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ MODELS = {
 #: issue #3's sequence lengths (B*S = 16k) and the BERT key-padding case of issue #4
 HEADLINE_SEQLENS = (512, 1024, 2048, 4096, 8192, 16384)
 HEADLINE_MODELS = ("h2048-d64", "h2048-d64-causal", "h2048-d128", "h2048-d128-causal")
+#: issue #11's training sweep: D=128 first (its goal), then D=64
+TRAIN_MODELS = ("h2048-d128", "h2048-d128-causal", "h2048-d64", "h2048-d64-causal")
 SEQLENS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 PADDINGS = (0.0, 0.25, 0.5, 0.75)
 DECODE_MODELS = ("gpt2-medium", "llama3-8b")
@@ -60,6 +67,8 @@ DEFAULTS = {
     # the issues' headline comparison: fastattn against every SDPA backend (flex is in quick/full)
     "headline": ["fastattn-cuda", "fastattn-triton", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-math"],
     "smoke": ["fastattn-torch", "fastattn-triton", "fastattn-cuda", "sdpa-math", "sdpa-flash", "eager", "flex"],
+    # forward + backward (issue #11); fastattn-cuda is forward-only: its row says so
+    "train": ["fastattn-triton", "fastattn-cuda", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "flex"],
 }
 
 
@@ -77,6 +86,11 @@ class AttnCase:
     dtype: str           # "bfloat16", ...
     decode: bool = False
     len_lo: float = 0.0  # > 0: key lengths evenly spread over [len_lo * Lk, Lk] instead of around 1 - padding
+    direction: str = "fwd"  # "fwd" or "fwd+bwd" (flops.DIRECTIONS; the timed call runs the backward too)
+
+    @property
+    def train(self) -> bool:
+        return self.direction == "fwd+bwd"
 
     @property
     def key_lengths(self) -> Optional[Tuple[int, ...]]:
@@ -91,8 +105,9 @@ class AttnCase:
         pad = f"-pad{round(self.padding * 100)}" if self.padding else ""
         if self.len_lo:
             pad = f"-len{round(self.len_lo * 100)}to100"
+        direction = "-fwdbwd" if self.train else ""
         return (f"{self.model}-{kind}b{self.batch}-h{self.heads_q}/{self.heads_kv}-q{self.seqlen_q}-k{self.seqlen_k}-"
-                f"d{self.head_dim}{c}{pad}")
+                f"d{self.head_dim}{c}{pad}{direction}")
 
 
 def padded_lengths(batch: int, seqlen: int, frac: float) -> Optional[Tuple[int, ...]]:
@@ -126,28 +141,36 @@ def spread_lengths(batch: int, seqlen: int, lo: float) -> Tuple[int, ...]:
 def attention_cases(preset: str, dtypes: Sequence[str], models: Optional[Sequence[str]] = None,
                     seqlens: Optional[Sequence[int]] = None, paddings: Optional[Sequence[float]] = None,
                     decode: bool = True) -> List[AttnCase]:
-    """The case list of a preset (``smoke``, ``quick``, ``full``), optionally filtered."""
+    """The case list of a preset (``smoke``, ``quick``, ``headline``, ``full``, ``train``), optionally
+    filtered."""
     cases: List[AttnCase] = []
-    if preset == "headline":
-        # issue #4's case first, then issue #3's sweep, dtypes innermost so that a --time-budget cut
-        # leaves every dtype with the shorter sequence lengths; --models/--seqlens/--paddings filter as usual
+    if preset in ("headline", "train"):
+        # headline: issue #4's case first, then issue #3's sweep; train (issue #11): the same shapes, forward
+        # + backward, D=128 first. Dtypes innermost so that a --time-budget cut leaves every dtype with
+        # the shorter sequence lengths; --models/--seqlens/--paddings filter as usual
+        direction = "fwd+bwd" if preset == "train" else "fwd"
         if (not models or "bert-base" in models) and (not seqlens or 512 in seqlens) and \
                 (paddings is None or 0.375 in paddings):
-            cases += [AttnCase("bert-base", 32, 12, 12, 512, 512, 64, "none", 0.375, dt, len_lo=0.25) for dt in dtypes]
+            cases += [AttnCase("bert-base", 32, 12, 12, 512, 512, 64, "none", 0.375, dt, len_lo=0.25,
+                               direction=direction) for dt in dtypes]
         for s in HEADLINE_SEQLENS:
-            for m in HEADLINE_MODELS:
+            for m in (TRAIN_MODELS if preset == "train" else HEADLINE_MODELS):
                 if (models and m not in models) or (seqlens and s not in seqlens) or \
                         (paddings is not None and 0.0 not in paddings):
                     continue
                 hq, hkv, d, causal = MODELS[m]
-                cases += [AttnCase(m, max(1, TOKENS // s), hq, hkv, s, s, d, causal, 0.0, dt) for dt in dtypes]
+                cases += [AttnCase(m, max(1, TOKENS // s), hq, hkv, s, s, d, causal, 0.0, dt, direction=direction)
+                          for dt in dtypes]
         return cases
     for dt in dtypes:
         if preset == "smoke":
             cases += [AttnCase("tiny", 2, 2, 2, 64, 64, 32, "none", 0.0, dt),
                       AttnCase("tiny", 2, 2, 2, 64, 64, 32, "top_left", 0.25, dt),
                       AttnCase("tiny", 2, 4, 2, 16, 64, 32, "bottom_right", 0.5, dt),
-                      AttnCase("tiny", 2, 2, 2, 1, 128, 32, "none", 0.0, dt, decode=True)]
+                      AttnCase("tiny", 2, 2, 2, 1, 128, 32, "none", 0.0, dt, decode=True),
+                      # forward + backward: the train preset's two mask forms (causal; BERT-style lengths)
+                      AttnCase("tiny", 2, 2, 2, 64, 64, 32, "top_left", 0.0, dt, direction="fwd+bwd"),
+                      AttnCase("tiny", 2, 4, 2, 64, 64, 32, "none", 0.375, dt, len_lo=0.25, direction="fwd+bwd")]
             continue
         if preset == "quick":
             spec = [("bert-base", 512, 0.0), ("bert-base", 512, 0.5), ("gpt2-medium", 1024, 0.0),
@@ -176,18 +199,22 @@ def describe(case: AttnCase) -> dict:
     kl = case.key_lengths
     esz = {"float16": 2, "bfloat16": 2, "float32": 4}[case.dtype]
     actual_pad = 0.0 if kl is None else 1.0 - sum(kl) / (case.batch * case.seqlen_k)
-    return dict(case=case.name, dtype=case.dtype, batch=case.batch, heads_q=case.heads_q, heads_kv=case.heads_kv,
-                seqlen_q=case.seqlen_q, seqlen_k=case.seqlen_k, head_dim=case.head_dim, causal=case.causal,
-                padding=round(actual_pad, 4),
-                flops=F.attention_fwd_flops(case.batch, case.heads_q, case.seqlen_q, case.seqlen_k, case.head_dim,
-                                            causal=case.causal, key_lengths=kl),
-                bytes=F.attention_fwd_bytes(case.batch, case.heads_q, case.heads_kv, case.seqlen_q, case.seqlen_k,
-                                            case.head_dim, elem_bytes=esz, key_lengths=kl))
+    row = dict(case=case.name, dtype=case.dtype, batch=case.batch, heads_q=case.heads_q, heads_kv=case.heads_kv,
+               seqlen_q=case.seqlen_q, seqlen_k=case.seqlen_k, head_dim=case.head_dim, causal=case.causal,
+               padding=round(actual_pad, 4),
+               flops=F.attention_flops(case.batch, case.heads_q, case.seqlen_q, case.seqlen_k, case.head_dim,
+                                       causal=case.causal, key_lengths=kl, direction=case.direction),
+               bytes=F.attention_bytes(case.batch, case.heads_q, case.heads_kv, case.seqlen_q, case.seqlen_k,
+                                       case.head_dim, elem_bytes=esz, key_lengths=kl, direction=case.direction))
+    if case.train:
+        row["note"] = "fwd+bwd: forward and the gradients of q, k, v (counted FLOPs 3.5x the forward)"
+    return row
 
 
 # ------------------------------------------------------------------------------------------- inputs
 class CaseData:
-    """Rotated q/k/v sets of one case plus every mask form the providers need (built once)."""
+    """Rotated q/k/v sets of one case plus every mask form the providers need (built once). A training
+    case's sets are ``(q, k, v, dout)`` with q, k, v requiring grad."""
 
     def __init__(self, case: AttnCase, ctx: Context):
         import torch
@@ -197,10 +224,15 @@ class CaseData:
         dt = dtype_of(case.dtype)
         g = generator(dev, ctx.seed)
         B, Hq, Hkv, Lq, Lk, D = case.batch, case.heads_q, case.heads_kv, case.seqlen_q, case.seqlen_k, case.head_dim
-        per_set = (B * Hq * Lq * D + 2 * B * Hkv * Lk * D) * torch.finfo(dt).bits // 8
+        per_set = ((2 if case.train else 1) * B * Hq * Lq * D + 2 * B * Hkv * Lk * D) * torch.finfo(dt).bits // 8
         n = 1 if ctx.smoke else rotation_count(per_set, ctx.env.l2_bytes)
-        self.sets = [(randn((B, Hq, Lq, D), dt, dev, g), randn((B, Hkv, Lk, D), dt, dev, g),
-                      randn((B, Hkv, Lk, D), dt, dev, g)) for _ in range(n)]
+        self.sets = []
+        for _ in range(n):
+            qkv = (randn((B, Hq, Lq, D), dt, dev, g), randn((B, Hkv, Lk, D), dt, dev, g),
+                   randn((B, Hkv, Lk, D), dt, dev, g))
+            if case.train:
+                qkv = tuple(t.requires_grad_(True) for t in qkv) + (randn((B, Hq, Lq, D), dt, dev, g),)
+            self.sets.append(qkv)
         kl = case.key_lengths
         self.lengths = None if kl is None else torch.tensor(kl, dtype=torch.int32, device=dev)
         self.gqa = Hq != Hkv
@@ -241,13 +273,32 @@ def _check_materialisable(c: AttnCase, ctx: Context, what: str) -> None:
         import torch
         free, _ = torch.cuda.mem_get_info()
         limit = free // 2
-    need = 3 * _scores_bytes(c)
+    need = (5 if c.train else 3) * _scores_bytes(c)  # the backward keeps the probabilities and dS too
     if need > limit:
         raise Unsupported(f"{what} materialises the (B, Hq, Lq, Lk) scores: ~{need / 2**30:.1f} GiB needed, "
                           f"{limit / 2**30:.1f} GiB allowed")
 
 
 # ---------------------------------------------------------------------------------------- providers
+def _step(data: CaseData, call):
+    """What one timed call of a provider's ``call(q, k, v)`` is: the forward; for a training case the
+    forward and the gradients of q, k and v for ``dout`` (returned with the output, so that the first
+    call's NaN check covers them too)."""
+    if not data.case.train:
+        return call
+    import torch
+
+    def fwd_bwd(q, k, v, dout):
+        out = call(q, k, v)
+        return (out,) + torch.autograd.grad(out, (q, k, v), dout)
+    return fwd_bwd
+
+
+def _timed(data: CaseData, call):
+    """``_step`` over the case's rotated input sets, one set per call."""
+    return rotating(_step(data, call), data.sets)
+
+
 def _prep_fastattn(data: CaseData, prov: Provider, ctx: Context):
     import fastattn
     from torch.nn.attention.bias import causal_lower_right
@@ -256,6 +307,12 @@ def _prep_fastattn(data: CaseData, prov: Provider, ctx: Context):
     why = fastattn.available_backends().get(backend)
     if why is not None:
         raise Unsupported(f"backend {backend!r} unavailable: {why}")
+    if c.train:
+        from fastattn import dispatch
+        b = dispatch.backends("attention").get(backend)
+        if b is not None and not b.SUPPORTS_BACKWARD:
+            raise Unsupported(f"backend {backend!r} is forward-only: its backward is the reference recompute "
+                              "(materialises the scores), not a fused training path")
     if ctx.device != "cuda" and backend != "torch":
         raise Unsupported(f"backend {backend!r} is timed on CUDA only (on CPU it runs in the Triton interpreter, "
                           "a correctness tool)")
@@ -271,10 +328,10 @@ def _prep_fastattn(data: CaseData, prov: Provider, ctx: Context):
         return fastattn.attention(q, k, v, enable_gqa=data.gqa, backend=backend, **kw)
 
     try:
-        call(*data.sets[0])
+        _step(data, call)(*data.sets[0])
     except ValueError as e:  # fastattn says why this backend cannot run the case
         raise Unsupported(" ".join(str(e).split())) from None
-    return rotating(call, data.sets)
+    return _timed(data, call)
 
 
 def _prep_sdpa(data: CaseData, prov: Provider, ctx: Context):
@@ -305,11 +362,11 @@ def _prep_sdpa(data: CaseData, prov: Provider, ctx: Context):
     with sdpa_kernel([be]), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            call(*data.sets[0])
+            _step(data, call)(*data.sets[0])  # a training case: the backward's support too
         except RuntimeError as e:
             why = warnings_reason(caught)
             raise Unsupported((why + "; " if why else "") + " ".join(str(e).split())) from None
-    fn = rotating(call, data.sets)
+    fn = _timed(data, call)
     fn.bench_context = functools.partial(sdpa_kernel, [be])
     return fn
 
@@ -332,7 +389,7 @@ def _prep_eager(data: CaseData, prov: Provider, ctx: Context):
         p = torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype)
         return torch.matmul(p, v)
 
-    return rotating(call, data.sets)
+    return _timed(data, call)
 
 
 def _compiled_flex():
@@ -383,7 +440,7 @@ def _prep_flex(data: CaseData, prov: Provider, ctx: Context):
     def call(q, k, v):
         return flex(q, k, v, block_mask=block_mask, **kw)
 
-    fn = rotating(call, data.sets)
+    fn = _timed(data, call)
     fn.note = "block mask built once outside the timed call" if block_mask is not None else None
     return fn
 

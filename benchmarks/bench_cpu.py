@@ -143,16 +143,7 @@ def run_e2e(ctx) -> int:
 
 
 def run(ctx) -> int:
-    """What a CPU user gets: never the Triton interpreter (``TRITON_INTERPRET=1``, which the test
-    environment sets, would make dispatch run Triton kernels on CPU tensors, ~50x slower)."""
-    import os
-
-    from fastattn import dispatch
-    saved = os.environ.pop("TRITON_INTERPRET", None)
-    dispatch.reset()
-    try:
+    """What a CPU user gets: never the Triton interpreter (see ``harness.without_triton_interpreter``)."""
+    from .harness import without_triton_interpreter
+    with without_triton_interpreter():
         return run_host(ctx) + run_e2e(ctx)
-    finally:
-        if saved is not None:
-            os.environ["TRITON_INTERPRET"] = saved
-        dispatch.reset()

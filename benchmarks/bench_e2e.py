@@ -3,7 +3,13 @@
 * a BERT-base-sized encoder (12 layers, 768 wide, 12 heads, FFN 3072), one forward over a padded
   batch (ragged ``attention_mask``);
 * GPT-2-sized (124M) greedy generation from a left-padded batch of prompts, a fixed number of new
-  tokens (``min_new_tokens = max_new_tokens``, so every provider does the same work).
+  tokens (``min_new_tokens = max_new_tokens``, so every provider does the same work);
+* a fine-tuning step (``--preset train``): ``BertForSequenceClassification`` of BERT-base size (12 x 768,
+  2 labels), fp32 weights in training mode (dropout 0.1, BERT's default), right-padded lengths evenly
+  spread over [S/4, S], one timed call = ``zero_grad``, forward with the loss under
+  ``torch.autocast(dtype=float16)``, ``GradScaler``-scaled backward, ``AdamW`` step (fused on CUDA),
+  scaler update. The train preset's step is always fp16 autocast (what ``Trainer(fp16=True)`` runs), whatever
+  ``--dtype`` says; the smoke sweep uses it too, on CPU.
 
 Providers: HF ``eager`` and ``sdpa`` attention, ``torch.compile`` of the sdpa model, and
 ``fastattn.optimize(model)`` (recorded ``unsupported`` with its error while the integration raises
@@ -15,7 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Sequence
 
-from .harness import Context, Provider, Unsupported, dtype_of, run_cases, select_providers
+from . import flops as F
+from .harness import (Context, Provider, Unsupported, dtype_of, run_cases, select_providers,
+                      without_triton_interpreter)
 
 SUITE = "e2e"
 
@@ -31,22 +39,30 @@ DEFAULTS = {
     "quick": ["hf-eager", "hf-sdpa", "fastattn-optimize"],
     "headline": ["hf-eager", "hf-sdpa", "fastattn-optimize"],
     "smoke": ["hf-eager", "hf-sdpa", "hf-sdpa-compile", "fastattn-optimize"],
+    "train": ["hf-sdpa", "fastattn-optimize"],
 }
+#: the training step's autocast dtype (issue #11: fp16 mixed precision, as HF Trainer's fp16=True)
+TRAIN_DTYPE = "float16"
+#: the training step's optimizer learning rate (a typical BERT fine-tuning value)
+TRAIN_LR = 2e-5
 
 
 @dataclass(frozen=True)
 class E2ECase:
     model: str            # "bert-base" | "gpt2" | "tiny-bert" | "tiny-gpt2"
-    task: str             # "forward" | "generate"
+    task: str             # "forward" | "generate" | "train"
     batch: int
     seqlen: int           # tokens per sequence (prompt length for generate)
     padding: float        # nominal fraction of padded tokens
     new_tokens: int
-    dtype: str
+    dtype: str            # model dtype; for "train" the autocast dtype (the weights are float32)
+    len_lo: float = 0.0   # > 0: lengths evenly spread over [len_lo * S, S] instead of around 1 - padding
 
     @property
     def name(self) -> str:
         pad = f"-pad{round(self.padding * 100)}" if self.padding else ""
+        if self.len_lo:
+            pad = f"-len{round(self.len_lo * 100)}to100"
         gen = f"-new{self.new_tokens}" if self.task == "generate" else ""
         return f"{self.model}-{self.task}-b{self.batch}-s{self.seqlen}{gen}{pad}"
 
@@ -54,9 +70,17 @@ class E2ECase:
 def e2e_cases(preset: str, dtypes: Sequence[str]) -> List[E2ECase]:
     out = []
     for dt in dtypes:
+        first = dt == dtypes[0]  # the fine-tuning step has one autocast dtype (TRAIN_DTYPE), whatever --dtype lists
         if preset == "smoke":
             out += [E2ECase("tiny-bert", "forward", 2, 16, 0.25, 0, dt),
                     E2ECase("tiny-gpt2", "generate", 2, 8, 0.25, 4, dt)]
+            if first:
+                out.append(E2ECase("tiny-bert", "train", 2, 16, 0.0, 0, TRAIN_DTYPE, len_lo=0.25))
+        elif preset == "train":  # issue #11: BERT-base fine-tuning step, S=128/512 at B=32
+            if not first:
+                continue
+            out += [E2ECase("bert-base", "train", 32, 128, 0.0, 0, TRAIN_DTYPE, len_lo=0.25),
+                    E2ECase("bert-base", "train", 32, 512, 0.0, 0, TRAIN_DTYPE, len_lo=0.25)]
         elif preset == "headline":  # issue #6: BERT-base S=128/512 at B=32, GPT-2 generate
             out += [E2ECase("bert-base", "forward", 32, 128, 0.25, 0, dt),
                     E2ECase("bert-base", "forward", 32, 512, 0.25, 0, dt),
@@ -93,20 +117,26 @@ def _config(model: str):
 
 def describe(c: E2ECase) -> dict:
     cfg = _config(c.model)
-    if c.task == "forward":
+    if c.task in ("forward", "train"):
         heads, width, ffn = cfg.num_attention_heads, cfg.hidden_size, cfg.intermediate_size
         causal, seqlen_k = "none", c.seqlen
     else:
         heads, width, ffn = cfg.n_head, cfg.n_embd, cfg.n_inner or 4 * cfg.n_embd
         causal, seqlen_k = "bottom_right", c.seqlen + c.new_tokens
     lengths = _lengths(c)
-    return dict(case=c.name, dtype=c.dtype, batch=c.batch, heads_q=heads, heads_kv=heads, seqlen_q=c.seqlen,
-                seqlen_k=seqlen_k, head_dim=width // heads, causal=causal,
-                padding=round(1.0 - sum(lengths) / (c.batch * c.seqlen), 4), d_model=width, d_ffn=ffn)
+    row = dict(case=c.name, dtype=c.dtype, batch=c.batch, heads_q=heads, heads_kv=heads, seqlen_q=c.seqlen,
+               seqlen_k=seqlen_k, head_dim=width // heads, causal=causal,
+               padding=round(1.0 - sum(lengths) / (c.batch * c.seqlen), 4), d_model=width, d_ffn=ffn)
+    if c.task == "train":
+        # useful work: the encoder over the valid tokens only (flops.encoder_train_flops)
+        row["flops"] = F.encoder_train_flops(lengths, cfg.num_hidden_layers, width, ffn, heads)
+    return row
 
 
 def _lengths(c: E2ECase) -> List[int]:
-    from .bench_attention import padded_lengths
+    from .bench_attention import padded_lengths, spread_lengths
+    if c.len_lo:
+        return list(spread_lengths(c.batch, c.seqlen, c.len_lo))
     kl = padded_lengths(c.batch, c.seqlen, c.padding)
     return list(kl) if kl is not None else [c.seqlen] * c.batch
 
@@ -122,11 +152,12 @@ def _inputs(c: E2ECase, ctx: Context, vocab: int, n_sets: int):
         ids = torch.randint(0, vocab - 1, (c.batch, c.seqlen), generator=g)
         am = torch.zeros(c.batch, c.seqlen, dtype=torch.long)
         for b, n in enumerate(lengths):
-            if c.task == "forward":
+            if c.task in ("forward", "train"):
                 am[b, :n] = 1
             else:
                 am[b, c.seqlen - n:] = 1
-        sets.append((ids.to(ctx.device), am.to(ctx.device)))
+        labels = torch.randint(0, 2, (c.batch,), generator=g).to(ctx.device) if c.task == "train" else None
+        sets.append((ids.to(ctx.device), am.to(ctx.device), labels))
     return sets
 
 
@@ -137,10 +168,16 @@ def _build(c: E2ECase, prov: Provider, ctx: Context):
     except ImportError as e:
         raise Unsupported(f"transformers is not installed: {e}") from None
     cfg = _config(c.model)
-    cls = transformers.BertModel if c.task == "forward" else transformers.GPT2LMHeadModel
+    cls = {"forward": transformers.BertModel, "generate": transformers.GPT2LMHeadModel,
+           "train": transformers.BertForSequenceClassification}[c.task]
     torch.manual_seed(ctx.seed)
-    model = cls._from_config(cfg, attn_implementation=prov.options["attn"], dtype=dtype_of(c.dtype))
-    model = model.to(ctx.device).eval()
+    if c.task == "train":  # mixed precision: float32 master weights, autocast in the step
+        cfg.num_labels = 2
+        model = cls._from_config(cfg, attn_implementation=prov.options["attn"], dtype=torch.float32)
+        model = model.to(ctx.device).train()  # dropout on, as in fine-tuning
+    else:
+        model = cls._from_config(cfg, attn_implementation=prov.options["attn"], dtype=dtype_of(c.dtype))
+        model = model.to(ctx.device).eval()
     if prov.kind == "fastattn":
         import fastattn
         model = fastattn.optimize(model)  # NotImplementedError -> an "unsupported" row with the message
@@ -148,11 +185,43 @@ def _build(c: E2ECase, prov: Provider, ctx: Context):
         if ctx.smoke:
             raise Unsupported("torch.compile is not timed in the smoke sweep (its CPU compile takes tens of seconds)")
         torch._dynamo.reset()
-        if c.task == "forward":
+        if c.task in ("forward", "train"):
             model = torch.compile(model)
         else:  # generate() is a Python loop: compile the per-step forward (KV length varies: dynamic)
             model.forward = torch.compile(model.forward, dynamic=True)
     return model, cfg
+
+
+def _train_step(c: E2ECase, ctx: Context, model, sets):
+    """One fine-tuning step per call over the rotated batches; ``call.note`` reports the steps the
+    ``GradScaler`` skipped (inf/NaN gradients: no optimizer update in them) during warm-up and timing."""
+    import torch
+    dev = ctx.device
+    opt = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR, **({"fused": True} if dev == "cuda" else {}))
+    amp_dtype = dtype_of(c.dtype)
+    scaler = torch.amp.GradScaler(dev, enabled=amp_dtype == torch.float16)
+    probe = next(p for p in model.parameters() if p.requires_grad)
+    it = [0]
+
+    def call():
+        ids, am, labels = sets[it[0] % len(sets)]
+        it[0] += 1
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=dev, dtype=amp_dtype):
+            loss = model(input_ids=ids, attention_mask=am, labels=labels).loss
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss.detach()
+
+    def note(t):
+        done = int(opt.state[probe]["step"]) if "step" in opt.state.get(probe, {}) else 0
+        scale = f"GradScaler skipped {it[0] - done} of {it[0]} steps" if scaler.is_enabled() else "no GradScaler"
+        return (f"fine-tuning step: {c.dtype} autocast, AdamW{' (fused)' if dev == 'cuda' else ''}, dropout "
+                f"{model.config.hidden_dropout_prob}, train mode; {scale}; "
+                f"{sum(_lengths(c)) / (t.median_ms * 1e-3):.4g} valid tokens/s")
+    call.note = note
+    return call
 
 
 def _prepare(c: E2ECase, prov: Provider, ctx: Context):
@@ -161,15 +230,17 @@ def _prepare(c: E2ECase, prov: Provider, ctx: Context):
     sets = _inputs(c, ctx, cfg.vocab_size, 1 if ctx.smoke else 4)
     it = [0]
 
+    if c.task == "train":
+        return _train_step(c, ctx, model, sets)
     if c.task == "forward":
         def call():
-            ids, am = sets[it[0] % len(sets)]
+            ids, am, _ = sets[it[0] % len(sets)]
             it[0] += 1
             return model(input_ids=ids, attention_mask=am).last_hidden_state
         call.note = lambda t: f"{sum(_lengths(c)) / (t.median_ms * 1e-3):.4g} valid tokens/s"
     else:
         def call():
-            ids, am = sets[it[0] % len(sets)]
+            ids, am, _ = sets[it[0] % len(sets)]
             it[0] += 1
             out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=c.new_tokens,
                                  min_new_tokens=c.new_tokens, do_sample=False, pad_token_id=cfg.eos_token_id)
@@ -183,16 +254,26 @@ def _prepare(c: E2ECase, prov: Provider, ctx: Context):
 
 
 def run(ctx: Context, dtypes: Sequence[str] = ("bfloat16",)) -> int:
+    if ctx.device == "cpu":  # the smoke sweep under pytest: time the CPU user's path, not the interpreter
+        with without_triton_interpreter():
+            return _run(ctx, dtypes)
+    return _run(ctx, dtypes)
+
+
+def _run(ctx: Context, dtypes: Sequence[str]) -> int:
     cases = e2e_cases(ctx.preset, dtypes)
     providers = select_providers(PROVIDERS, DEFAULTS.get(ctx.preset, DEFAULTS["full"]), ctx.providers)
     n = 0
-    for task in ("forward", "generate"):
+    for task in ("forward", "generate", "train"):
         sub = [c for c in cases if c.task == task]
         if not sub:
             continue
         if task == "forward":
             n += run_cases(ctx, SUITE, sub, providers, describe, lambda c, p: _prepare(c, p, ctx),
                            warmup_ms=100 if ctx.device == "cuda" else 0, rep_ms=500 if ctx.device == "cuda" else 0)
+        elif task == "train":  # a step is tens of ms: do_bench's default 100 ms would time a handful
+            n += run_cases(ctx, SUITE, sub, providers, describe, lambda c, p: _prepare(c, p, ctx),
+                           warmup_ms=1000 if ctx.device == "cuda" else 0, rep_ms=2000 if ctx.device == "cuda" else 0)
         else:
             n += run_cases(ctx, SUITE, sub, providers, describe, lambda c, p: _prepare(c, p, ctx),
                            wall_reps=2 if ctx.smoke else 5)

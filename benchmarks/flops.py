@@ -17,10 +17,18 @@ Conventions (used by every suite, the plots, the README table and ``NOTES.md``):
   Forward attention FLOPs = ``2 * pairs * (E + Ev)`` per (batch, query head): ``Q K^T`` and ``P V``.
   (FlashAttention's papers count ``4 * Lq * Lk * D`` and halve it for causal; our causal count is
   the exact triangle, ``L (L + 1) / 2`` pairs for ``Lq == Lk``.)
+  Backward: the five products of a FlashAttention-style backward over the same visible pairs:
+  ``S = Q K^T`` recomputed (E), ``dV = P^T dO`` (Ev), ``dP = dO V^T`` (Ev), ``dQ = dS K`` (E),
+  ``dK = dS^T Q`` (E): ``2 * pairs * (3E + 2Ev)``, i.e. 2.5x the forward when ``E == Ev``; forward +
+  backward (``direction="fwd+bwd"``, a training step) ``2 * pairs * (4E + 3Ev)`` = 3.5x the forward.
+  This is the *counted* work (FlashAttention's own benchmark convention), not what a kernel executes:
+  a backward that recomputes ``S`` and ``dP`` in a separate dQ kernel executes 7 products, not 5.
 * Bytes are the algorithmic minimum a fused kernel must move through HBM, not what any particular
   provider moves: read Q (all rows), K and V (valid keys only, per KV head), write O (all rows).
-  Masks, LSE, workspace and re-reads are not counted. The same count is used for every provider of a
-  case, so ``gbps`` compares providers on equal terms and ``peak_fraction`` is a roofline fraction.
+  The backward reads Q, O, dO and writes dQ (all rows), reads K, V and writes dK, dV (valid keys);
+  ``fwd+bwd`` is the sum (3x the forward's bytes). Masks, LSE, workspace and re-reads are not
+  counted. The same count is used for every provider of a case, so ``gbps`` compares providers on
+  equal terms and ``peak_fraction`` is a roofline fraction.
 * FFN (``linear -> GELU -> linear``): FLOPs ``2*T*in*hidden + 2*T*hidden*out``; bytes: read ``x``,
   both weights and biases once, write the output (the hidden activation never leaves the chip in a
   fully fused kernel).
@@ -32,10 +40,19 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-__all__ = ["CAUSAL_NAMES", "normalize_causal", "visible_pairs", "attention_fwd_flops", "attention_fwd_bytes",
-           "ffn_fwd_flops", "ffn_fwd_bytes", "matmul_flops", "copy_bytes", "roofline_fraction"]
+__all__ = ["CAUSAL_NAMES", "DIRECTIONS", "normalize_causal", "visible_pairs", "attention_flops", "attention_bytes",
+           "attention_fwd_flops", "attention_fwd_bytes", "encoder_train_flops", "ffn_fwd_flops", "ffn_fwd_bytes",
+           "matmul_flops", "copy_bytes", "roofline_fraction"]
 
 CAUSAL_NAMES = ("none", "top_left", "bottom_right")
+#: what a timed attention call computes: the forward, the backward alone, or both (a training step)
+DIRECTIONS = ("fwd", "bwd", "fwd+bwd")
+
+
+def _check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    return direction
 
 
 def normalize_causal(causal) -> str:
@@ -89,23 +106,40 @@ def _per_batch(batch: int, lengths: Optional[Sequence[int]], name: str):
     return lengths
 
 
+def _pairs(batch: int, lq: int, lk: int, causal, key_lengths, query_lengths) -> int:
+    kl = _per_batch(batch, key_lengths, "key_lengths")
+    ql = _per_batch(batch, query_lengths, "query_lengths")
+    return sum(visible_pairs(lq, lk, causal, kl[b], ql[b]) for b in range(batch))
+
+
+def attention_flops(batch: int, heads_q: int, lq: int, lk: int, head_dim: int, head_dim_v: Optional[int] = None,
+                    causal=None, key_lengths: Optional[Sequence[int]] = None,
+                    query_lengths: Optional[Sequence[int]] = None, direction: str = "fwd") -> int:
+    """Counted FLOPs of ``direction`` over the visible pairs (see the module docstring):
+    ``fwd`` ``2 * (E + Ev)``, ``bwd`` ``2 * (3E + 2Ev)``, ``fwd+bwd`` ``2 * (4E + 3Ev)`` per pair and
+    query head."""
+    e = head_dim
+    ev = head_dim if head_dim_v is None else head_dim_v
+    per_pair = {"fwd": e + ev, "bwd": 3 * e + 2 * ev, "fwd+bwd": 4 * e + 3 * ev}[_check_direction(direction)]
+    return 2 * per_pair * heads_q * _pairs(batch, lq, lk, causal, key_lengths, query_lengths)
+
+
 def attention_fwd_flops(batch: int, heads_q: int, lq: int, lk: int, head_dim: int, head_dim_v: Optional[int] = None,
                         causal=None, key_lengths: Optional[Sequence[int]] = None,
                         query_lengths: Optional[Sequence[int]] = None) -> int:
     """Forward FLOPs: ``2 * (E + Ev) * heads_q * sum_b visible_pairs(b)``."""
-    ev = head_dim if head_dim_v is None else head_dim_v
-    kl = _per_batch(batch, key_lengths, "key_lengths")
-    ql = _per_batch(batch, query_lengths, "query_lengths")
-    pairs = sum(visible_pairs(lq, lk, causal, kl[b], ql[b]) for b in range(batch))
-    return 2 * (head_dim + ev) * heads_q * pairs
+    return attention_flops(batch, heads_q, lq, lk, head_dim, head_dim_v, causal, key_lengths, query_lengths, "fwd")
 
 
-def attention_fwd_bytes(batch: int, heads_q: int, heads_kv: int, lq: int, lk: int, head_dim: int,
-                        head_dim_v: Optional[int] = None, elem_bytes: int = 2,
-                        key_lengths: Optional[Sequence[int]] = None,
-                        query_lengths: Optional[Sequence[int]] = None) -> int:
-    """Minimum HBM traffic of a fused forward: Q and O rows computed, K/V of valid keys per KV head."""
+def attention_bytes(batch: int, heads_q: int, heads_kv: int, lq: int, lk: int, head_dim: int,
+                    head_dim_v: Optional[int] = None, elem_bytes: int = 2,
+                    key_lengths: Optional[Sequence[int]] = None,
+                    query_lengths: Optional[Sequence[int]] = None, direction: str = "fwd") -> int:
+    """Minimum HBM traffic of ``direction``. Forward: Q and O of the rows computed, K/V of valid keys per
+    KV head. Backward: Q, O, dO read and dQ written per row; K, V read and dK, dV written per valid key
+    (2x the forward). ``fwd+bwd``: the sum."""
     ev = head_dim if head_dim_v is None else head_dim_v
+    times = {"fwd": 1, "bwd": 2, "fwd+bwd": 3}[_check_direction(direction)]
     kl = _per_batch(batch, key_lengths, "key_lengths")
     ql = _per_batch(batch, query_lengths, "query_lengths")
     total = 0
@@ -113,7 +147,30 @@ def attention_fwd_bytes(batch: int, heads_q: int, heads_kv: int, lq: int, lk: in
         keys = lk if kl[b] is None else max(0, min(lk, kl[b]))
         rows = lq if ql[b] is None else max(0, min(lq, ql[b]))
         total += heads_q * rows * (head_dim + ev) + heads_kv * keys * (head_dim + ev)
-    return total * elem_bytes
+    return times * total * elem_bytes
+
+
+def attention_fwd_bytes(batch: int, heads_q: int, heads_kv: int, lq: int, lk: int, head_dim: int,
+                        head_dim_v: Optional[int] = None, elem_bytes: int = 2,
+                        key_lengths: Optional[Sequence[int]] = None,
+                        query_lengths: Optional[Sequence[int]] = None) -> int:
+    """Minimum HBM traffic of a fused forward: Q and O rows computed, K/V of valid keys per KV head."""
+    return attention_bytes(batch, heads_q, heads_kv, lq, lk, head_dim, head_dim_v, elem_bytes, key_lengths,
+                           query_lengths, "fwd")
+
+
+def encoder_train_flops(lengths: Sequence[int], layers: int, d_model: int, d_ffn: int, heads: int) -> int:
+    """Counted FLOPs of one training step (forward + backward) of a BERT-style encoder over the valid
+    tokens of a batch (sequence ``b`` has ``lengths[b]`` tokens; padding is not useful work): per layer
+    and token the Q, K, V, output and two FFN projections, ``2 * (4 d^2 + 2 d f)``, times 3 (forward,
+    and the two products of the backward); plus the attention of each sequence over its own tokens
+    (:func:`attention_flops`, ``fwd+bwd``). Embeddings, pooler, classifier, elementwise work and the
+    optimizer are not counted."""
+    tokens = sum(int(n) for n in lengths)
+    linear = 3 * 2 * (4 * d_model * d_model + 2 * d_model * d_ffn) * tokens
+    hd = d_model // heads
+    attn = sum(attention_flops(1, heads, int(n), int(n), hd, direction="fwd+bwd") for n in lengths)
+    return layers * (linear + attn)
 
 
 def ffn_fwd_flops(tokens: int, d_in: int, d_hidden: int, d_out: Optional[int] = None) -> int:

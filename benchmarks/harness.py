@@ -235,6 +235,22 @@ def time_fn(fn: Callable[[], object], device: str, warmup_ms: float = 25, rep_ms
     return Timing(statistics.median(ts), _quantile(ts, 0.2), _quantile(ts, 0.8))
 
 
+@contextlib.contextmanager
+def without_triton_interpreter():
+    """What a CPU user gets: fastattn's dispatch without ``TRITON_INTERPRET=1`` (which the test
+    environment sets, and which would make dispatch run the Triton kernels on CPU tensors through the
+    interpreter, ~50x slower: a correctness tool, not something to time). Restored on exit."""
+    from fastattn import dispatch
+    saved = os.environ.pop("TRITON_INTERPRET", None)
+    dispatch.reset()
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["TRITON_INTERPRET"] = saved
+        dispatch.reset()
+
+
 # ------------------------------------------------------------------------------------- input rotation
 def rotation_count(bytes_per_set: int, l2_bytes: int, max_total_bytes: int = 8 * 2**30, most: int = 8) -> int:
     """How many distinct input sets to cycle through so that together they are at least 3x the L2

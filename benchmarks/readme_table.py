@@ -37,9 +37,24 @@ METHOD = {
     "attention": "Median of `triton.testing.do_bench` (L2 flushed, inputs rotated); TFLOP/s count visible "
                  "(unmasked) work only, GB/s the minimum bytes.",
     "ffn": "Median of `triton.testing.do_bench` (L2 flushed, inputs and weights rotated).",
-    "e2e": "Forward: median of `triton.testing.do_bench`; generate: median wall clock of 5 synchronised calls.",
+    "attention-train": "One call = forward + the gradients of q, k, v; median of `triton.testing.do_bench` (L2 "
+                       "flushed, inputs rotated); TFLOP/s count 3.5x the forward's visible work.",
+    "e2e": "Forward and fine-tuning step (fwd + bwd + AdamW): median of `triton.testing.do_bench`; generate: median "
+           "wall clock of 5 synchronised calls.",
 }
-TITLES = {"attention": "Attention forward", "ffn": "GELU feed-forward", "e2e": "End to end (Hugging Face, random weights)"}
+TITLES = {"attention": "Attention forward", "attention-train": "Attention forward + backward",
+          "ffn": "GELU feed-forward", "e2e": "End to end (Hugging Face, random weights)"}
+#: case names of the attention suite's training rows end with this (bench_attention.AttnCase.name)
+TRAIN_SUFFIX = "-fwdbwd"
+
+
+def _tables_of(suite: str, rs: List[Dict[str, str]]):
+    """(table key, rows) of a suite: the attention suite's training rows get a table of their own."""
+    if suite != "attention":
+        return [(suite, rs)] if rs else []
+    groups = (("attention", [r for r in rs if not r["case"].endswith(TRAIN_SUFFIX)]),
+              ("attention-train", [r for r in rs if r["case"].endswith(TRAIN_SUFFIX)]))
+    return [(k, g) for k, g in groups if g]
 
 
 def _cell(r: Optional[Dict[str, str]], suite: str) -> str:
@@ -78,14 +93,13 @@ def build_tables(rows: List[Dict[str, str]], suites: Sequence[str] = ("attention
                  allow_smoke: bool = False, cases: Optional[Sequence[str]] = None) -> str:
     rows = [r for r in latest(rows) if allow_smoke or r["preset"] != "smoke"]
     parts: List[str] = []
+    tables = []
     for suite in suites:
-        rs = [r for r in rows if r["suite"] == suite and r["metric"] == "time"]
-        if cases:
-            rs = [r for r in rs if r["case"] in cases]
-        if not rs:
-            continue
+        rs = [r for r in rows if r["suite"] == suite and r["metric"] == "time" and (not cases or r["case"] in cases)]
+        tables += _tables_of(suite, rs)
+    for key, rs in tables:
         present = {r["provider"] for r in rs}
-        cols = [p for p in COLUMNS.get(suite, []) if p in present]
+        cols = [p for p in COLUMNS.get(key.split("-")[0], []) if p in present]
         cols += sorted((p for p in present if p not in cols), key=_provider_key)
         table: Dict[tuple, Dict[str, Dict[str, str]]] = {}
         for r in rs:
@@ -94,15 +108,15 @@ def build_tables(rows: List[Dict[str, str]], suites: Sequence[str] = ("attention
 
         def uniq(col):
             return ", ".join(sorted({r[col] for r in used})) or "?"
-        parts.append(f"**{TITLES.get(suite, suite)}** — {uniq('gpu')}; torch {uniq('torch')}, triton {uniq('triton')}, "
+        parts.append(f"**{TITLES.get(key, key)}** — {uniq('gpu')}; torch {uniq('torch')}, triton {uniq('triton')}, "
                      f"CUDA {uniq('cuda')}; commit {uniq('commit')}; {uniq('date')}; "
-                     f"`{'`, `'.join(sorted({r['command'] for r in used}))}`. " + METHOD.get(suite, "")
+                     f"`{'`, `'.join(sorted({r['command'] for r in used}))}`. " + METHOD.get(key, "")
                      + " `n/a` = not supported (reason in the CSV).")
         parts.append("")
         parts.append("| case | dtype | " + " | ".join(cols) + " |")
         parts.append("|---|---|" + "---|" * len(cols))
         for (case, dtype), byp in table.items():
-            parts.append(f"| `{case}` | {dtype} | " + " | ".join(_cell(byp.get(p), suite) for p in cols) + " |")
+            parts.append(f"| `{case}` | {dtype} | " + " | ".join(_cell(byp.get(p), key) for p in cols) + " |")
         parts.append("")
     return "\n".join(parts)  # empty when there are no rows: the README says so in its own words
 

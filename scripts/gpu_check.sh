@@ -20,7 +20,13 @@
 #   bench-ffn    headline ffn: BERT-base, GPT-2-medium vs eager and torch.compile max-autotune (#5)
 #   bench-e2e    headline e2e: HF BERT-base S=128/512 B=32, GPT-2 generate, fp16 (#6)
 #   bench-triton headline attention with fastattn-triton (autotunes per shape: the expensive one)
+#   bench-train  OPT-IN (runs only when GPU_CHECK_STAGES names it): fastattn bench --preset train, the
+#                BERT-base fine-tuning step (hf-sdpa vs fastattn.optimize) then attention fwd+bwd
+#                (fastattn-triton vs every SDPA backend, FlexAttention last), bf16 (issue #11)
 #   plots        PNGs from the rows (in the results bundle)
+# When build is not selected and fastattn does not import, a PYTHONPATH shim over the source tree
+# stands in for the install (the Triton and torch backends need no build; the cuda backend then
+# reports itself unavailable).
 # Each bench stage stops starting cases 30 s before its timeout (--time-budget); the cases it never
 # started get status=skipped rows, so the CSVs say what is missing.
 #
@@ -32,10 +38,10 @@
 #
 # Environment: FASTATTN_COMMIT (the commit to record in the rows: the device gets the working tree
 # without .git, so pass it, e.g. FASTATTN_COMMIT=a57b7da1c2d3+dirty), PYTHON (default python3), GPU_CHECK_BUDGET_S (default 540), GPU_CHECK_STAGES
-# (comma-separated subset of stage names; default all), GPU_TEST_WORKERS (xdist workers, default 8;
+# (comma-separated subset of stage names; default all but the opt-in bench-train), GPU_TEST_WORKERS (xdist workers, default 8;
 # 0 = serial), PYTEST_ARGS (extra pytest arguments, e.g. a path), SANITIZE_ARGS (default empty;
 # --full for every instance), BENCH_DTYPES (default fp16,bf16), BENCH_ATTN_ARGS / BENCH_FFN_ARGS /
-# BENCH_E2E_ARGS / BENCH_TRITON_ARGS (extra fastattn bench arguments per stage, e.g.
+# BENCH_E2E_ARGS / BENCH_TRITON_ARGS / BENCH_TRAIN_ARGS (extra fastattn bench arguments per stage, e.g.
 # BENCH_TRITON_ARGS="--seqlens 512,4096").
 # Exit status: 0 if every selected stage passed, 1 otherwise.
 set -u
@@ -68,7 +74,10 @@ FAILED=0
 STAGE_NO=0
 
 elapsed() { echo $(( $(date +%s) - START )); }
-selected() { [ -z "$STAGES" ] || [[ ",$STAGES," == *",$1,"* ]]; }
+OPT_IN=",bench-train,"  # stages that run only when GPU_CHECK_STAGES names them
+selected() {
+  if [ -z "$STAGES" ]; then [[ "$OPT_IN" != *",$1,"* ]]; else [[ ",$STAGES," == *",$1,"* ]]; fi
+}
 
 # Rewrite the two bundles in OUT (atomically: a kill mid-write leaves the previous ones).
 bundle() {
@@ -229,6 +238,7 @@ use_shim() { [ -f "$WORK/pypath/.use" ] && export PYTHONPATH="$WORK/pypath${PYTH
 # useful time). Expected times (16 cores, H200) are in the header.
 run_stage env          20  500 stage_env
 run_stage build       220  300 stage_build
+if ! selected build && ! "$PY" -c "import fastattn" >/dev/null 2>&1; then make_shim; fi
 use_shim
 run_stage info         45  290 "$PY" -m fastattn info
 
@@ -294,6 +304,8 @@ run_stage bench-ffn     110  90 stage_bench $H --suite ffn ${BENCH_FFN_ARGS:-}
 run_stage bench-e2e      70  50 stage_bench --preset headline --dtype fp16 --suite e2e ${BENCH_E2E_ARGS:-}
 # shellcheck disable=SC2086
 run_stage bench-triton  300  12 stage_bench $H --suite attention --providers fastattn-triton ${BENCH_TRITON_ARGS:-}
+# shellcheck disable=SC2086
+run_stage bench-train   540  12 stage_bench --preset train ${BENCH_TRAIN_ARGS:-}
 run_stage plots          20   0 stage_plots
 
 # ----------------------------------------------------------------------------------------- summary

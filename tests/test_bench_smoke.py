@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks import bench_attention, plot, readme_table  # noqa: E402
+from benchmarks import bench_attention, bench_e2e, plot, readme_table  # noqa: E402
 from benchmarks import flops as F  # noqa: E402
 from benchmarks import harness as H  # noqa: E402
 from fastattn import bench  # noqa: E402
@@ -77,9 +77,10 @@ def test_smoke_attention_rows(smoke_dir):
         assert by[(c.name, "fastattn-torch")]["status"] == "ok"
         assert by[(c.name, "eager")]["status"] == "ok"
         r = by[(c.name, "fastattn-torch")]
-        # the row's FLOPs are the formula on the row's own shape (masked work excluded)
-        assert int(r["flops"]) == F.attention_fwd_flops(c.batch, c.heads_q, c.seqlen_q, c.seqlen_k, c.head_dim,
-                                                        causal=c.causal, key_lengths=c.key_lengths)
+        # the row's FLOPs are the formula on the row's own shape and direction (masked work excluded)
+        assert int(r["flops"]) == F.attention_flops(c.batch, c.heads_q, c.seqlen_q, c.seqlen_k, c.head_dim,
+                                                    causal=c.causal, key_lengths=c.key_lengths, direction=c.direction)
+        assert c.name.endswith("-fwdbwd") == c.train == ("fwd+bwd" in r["note"])
         assert float(r["tflops"]) == pytest.approx(int(r["flops"]) / (float(r["median_ms"]) * 1e-3) / 1e12, rel=1e-4)
         assert float(r["gbps"]) == pytest.approx(int(r["bytes"]) / (float(r["median_ms"]) * 1e-3) / 1e9, rel=1e-4)
         assert float(r["peak_fraction"]) > 0 and r["peak_tflops"] and r["peak_gbps"]
@@ -88,6 +89,12 @@ def test_smoke_attention_rows(smoke_dir):
             u = by[(c.name, prov)]
             assert u["status"] == "unsupported" and len(u["note"]) > 10
     assert any(float(r["padding"]) > 0 for r in rows) and any(r["causal"] == "bottom_right" for r in rows)
+    # the training direction runs in the smoke sweep: causal, and BERT-style key lengths with GQA
+    train = [c for c in cases if c.train]
+    assert {c.causal for c in train} == {"none", "top_left"} and any(c.len_lo for c in train)
+    for c in train:
+        for prov in ("fastattn-torch", "sdpa-math", "eager"):
+            assert by[(c.name, prov)]["status"] == "ok"
 
 
 def test_smoke_other_suites(smoke_dir):
@@ -99,7 +106,19 @@ def test_smoke_other_suites(smoke_dir):
     assert {(r["case"].split("-")[1], r["provider"]) for r in e2e if r["status"] == "ok"} >= {
         ("bert", "hf-eager"), ("bert", "hf-sdpa"), ("gpt2", "hf-eager"), ("gpt2", "hf-sdpa")}
     opt = [r for r in e2e if r["provider"] == "fastattn-optimize"]
-    assert len(opt) == 2 and all(r["status"] in ("ok", "unsupported") for r in opt)
+    assert len(opt) == 3 and all(r["status"] in ("ok", "unsupported") for r in opt)
+    # the fine-tuning step: fwd + bwd + AdamW under fp16 autocast, useful FLOPs of the valid tokens
+    (tc,) = [c for c in bench_e2e.e2e_cases("smoke", ["bfloat16"]) if c.task == "train"]
+    train = {r["provider"]: r for r in e2e if r["case"] == tc.name}
+    assert tc.dtype == "float16" and tc.name == "tiny-bert-train-b2-s16-len25to100"
+    cfg = bench_e2e._config(tc.model)
+    for prov in ("hf-sdpa", "fastattn-optimize"):
+        r = train[prov]
+        assert r["status"] == "ok" and "fine-tuning step" in r["note"] and "GradScaler skipped" in r["note"], r
+        assert int(r["flops"]) == F.encoder_train_flops(bench_e2e._lengths(tc), cfg.num_hidden_layers,
+                                                        cfg.hidden_size, cfg.intermediate_size,
+                                                        cfg.num_attention_heads)
+    assert train["hf-sdpa-compile"]["status"] == "unsupported"
     cold = _rows(smoke_dir, "cold")
     assert [r["metric"] for r in cold] == ["first_call"] and cold[0]["status"] == "ok"
     peak = _rows(smoke_dir, "peak")
@@ -131,6 +150,28 @@ def test_flop_formulas_against_hand_counts():
     # bytes: Q and O for every row, K and V for valid keys only, per KV head
     assert F.attention_fwd_bytes(2, 4, 2, 3, 5, 8, elem_bytes=2, key_lengths=[5, 2]) == \
         2 * (2 * 4 * 3 * 16 + 2 * (5 + 2) * 16)
+    # backward: S recomputed (E), dV (Ev), dP (Ev), dQ (E), dK (E) over the same visible pairs
+    fwd = F.attention_flops(2, 3, 4, 4, 8, 4, causal="top_left", key_lengths=[3, 1])
+    assert fwd == F.attention_fwd_flops(2, 3, 4, 4, 8, 4, causal="top_left", key_lengths=[3, 1])
+    assert F.attention_flops(2, 3, 4, 4, 8, 4, causal="top_left", key_lengths=[3, 1], direction="bwd") == \
+        2 * (8 + 4 + 4 + 8 + 8) * 3 * 13
+    assert F.attention_flops(2, 3, 4, 4, 8, 4, causal="top_left", key_lengths=[3, 1], direction="fwd+bwd") == \
+        2 * (12 + 32) * 3 * 13
+    # E == Ev: the backward is 2.5x the forward, a training step 3.5x (FlashAttention's convention)
+    assert F.attention_flops(1, 1, 128, 128, 64, direction="bwd") == 10 * 128 * 128 * 64
+    assert F.attention_flops(1, 1, 128, 128, 64, direction="fwd+bwd") == 14 * 128 * 128 * 64
+    assert F.attention_flops(2, 2, 8, 8, 16, causal="top_left", direction="fwd+bwd") * 2 == \
+        7 * F.attention_fwd_flops(2, 2, 8, 8, 16, causal="top_left")
+    # backward bytes: Q, O, dO read and dQ written per row; K, V read and dK, dV written per valid key
+    assert F.attention_bytes(2, 4, 2, 3, 5, 8, elem_bytes=2, key_lengths=[5, 2], direction="bwd") == \
+        2 * (2 * 4 * 3 * 32 + 2 * (5 + 2) * 32)
+    assert F.attention_bytes(2, 4, 2, 3, 5, 8, key_lengths=[5, 2], direction="fwd+bwd") == \
+        3 * F.attention_fwd_bytes(2, 4, 2, 3, 5, 8, key_lengths=[5, 2])
+    with pytest.raises(ValueError, match="direction"):
+        F.attention_flops(1, 1, 4, 4, 8, direction="backward")
+    # encoder training step, lengths [3, 1], 2 layers, d=4, f=8, 2 heads of 2: per valid token and layer
+    # 3 * 2 * (4*16 + 2*32) = 768 linear FLOPs; attention 14 * 2 (per pair, D=2) * 2 heads * (9 + 1) pairs
+    assert F.encoder_train_flops([3, 1], 2, 4, 8, 2) == 2 * (768 * 4 + 14 * 2 * 2 * 10)
     assert F.ffn_fwd_flops(10, 4, 16) == 2 * 10 * 4 * 16 * 2
     assert F.ffn_fwd_bytes(10, 4, 16, elem_bytes=2) == 2 * (40 + 64 + 64 + 40 + 16 + 4)
     assert F.matmul_flops(2, 3, 4) == 48 and F.copy_bytes(10, 2) == 40
@@ -142,6 +183,16 @@ def test_flop_formulas_against_hand_counts():
         vp(2, 2, "lower_right")
     with pytest.raises(ValueError, match="key_lengths"):
         F.attention_fwd_flops(2, 1, 4, 4, 8, key_lengths=[1])
+
+
+def test_notes_predictions_are_what_benchmarks_work_computes():
+    """NOTES.md's H200 predictions for the training rows come from benchmarks.work's stated assumptions:
+    a change of an assumption shows here until the table is regenerated."""
+    from benchmarks import work
+    notes = open(os.path.join(ROOT, "benchmarks", "NOTES.md"), encoding="utf-8").read()
+    for table in (work.attention_prediction_table(), work.step_prediction_table()):
+        assert table in notes
+    assert work.main(["--preset", "train"]) == 0
 
 
 def test_visible_pairs_equal_fastattn_mask_semantics():
@@ -176,6 +227,21 @@ def test_case_lists():
     full = bench_attention.attention_cases("full", ["bfloat16"])
     assert {c.padding for c in full} == {0.0, 0.25, 0.5, 0.75}
     assert {c.head_dim for c in full} == {64, 128} and {c.causal for c in full} == {"none", "top_left"}
+    assert not any(c.train for c in full + bench_attention.attention_cases("headline", ["bfloat16"]))
+    # issue #11's training sweep: the padded BERT shape, then D=64/128, causal and not, S=512..16k, bf16
+    train = bench_attention.attention_cases("train", ["bfloat16"])
+    assert all(c.train and c.name.endswith("-fwdbwd") and c.dtype == "bfloat16" for c in train)
+    bert = train[0]
+    assert (bert.batch, bert.heads_q, bert.head_dim, bert.seqlen_q, bert.causal) == (32, 12, 64, 512, "none")
+    assert bert.key_lengths[0] == 128 and bert.key_lengths[-1] == 512
+    rest = train[1:]
+    assert {(c.head_dim, c.causal, c.seqlen_q) for c in rest} == {
+        (d, causal, s) for d in (64, 128) for causal in ("none", "top_left") for s in bench_attention.HEADLINE_SEQLENS}
+    assert len(rest) == 24 and all(c.batch * c.seqlen_q == 16384 and c.key_lengths is None for c in rest)
+    steps = bench_e2e.e2e_cases("train", ["bfloat16", "float16"])
+    assert [(c.model, c.task, c.batch, c.seqlen, c.dtype) for c in steps] == [
+        ("bert-base", "train", 32, 128, "float16"), ("bert-base", "train", 32, 512, "float16")]
+    assert bench_e2e._lengths(steps[1])[0] == 128 and bench_e2e._lengths(steps[1])[-1] == 512
 
 
 # ------------------------------------------------------------------------------------------- schema
@@ -214,6 +280,10 @@ def test_plots_and_readme_table_from_stored_rows(smoke_dir, tmp_path):
     assert "stale" not in table and text.endswith("## Credits\n")
     for c in bench_attention.attention_cases("smoke", ["bfloat16"]):
         assert f"`{c.name}`" in table
+    # training rows get their own table, after the forward one
+    assert table.index("**Attention forward**") < table.index("**Attention forward + backward**")
+    fwd_table = table.split("**Attention forward + backward**")[0]
+    assert "-fwdbwd`" not in fwd_table and "fine-tuning step" in table
     row = next(line for line in table.splitlines() if line.startswith("| `tiny-b2-h2/2-q64-k64-d32`"))
     header = next(line for line in table.splitlines() if line.startswith("| case |"))
     cells = dict(zip([h.strip() for h in header.split("|")], [c.strip() for c in row.split("|")]))
@@ -238,6 +308,15 @@ def test_cli_finds_the_suite_and_rejects_bad_arguments(capsys):
         assert "need a CUDA GPU" in capsys.readouterr().err
     assert bench.main(["--smoke", "--list", "--suite", "attention,ffn"]) == 0
     assert "tiny-b2-h2/2-q64-k64-d32" in capsys.readouterr().out
+    # the train preset: attention fwd+bwd and the fine-tuning step, nothing else
+    assert bench.main(["--preset", "train", "--suite", "ffn"]) == 2
+    assert "--preset train has cases for the suites" in capsys.readouterr().err
+    assert bench.main(["--list", "--preset", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "attention: 25 cases" in out and "sdpa-cudnn" in out and "flex" in out
+    assert "bert-base-b32-h12/12-q512-k512-d64-len25to100-fwdbwd" in out
+    assert "e2e: 2 cases x 2 providers (hf-sdpa, fastattn-optimize)" in out
+    assert "bert-base-train-b32-s512-len25to100 [float16]" in out
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -255,7 +334,7 @@ def test_providers_compute_the_same_attention(tmp_path):
     provs = {p.name: p for p in bench_attention.PROVIDERS}
     for case in bench_attention.attention_cases("smoke", ["float32"]):
         data = bench_attention.CaseData(case, ctx)
-        q, k, v = data.sets[0]
+        q, k, v = data.sets[0][:3]
         if data.lengths is not None:
             mask = fastattn.KeyPadding(lengths=data.lengths, causal=None if case.causal == "none" else case.causal)
             kw = {"attn_mask": mask}
@@ -265,7 +344,12 @@ def test_providers_compute_the_same_attention(tmp_path):
             kw = {"attn_mask": causal_lower_right(case.seqlen_q, case.seqlen_k)}
         else:
             kw = {}
-        ref = reference.attention(q, k, v, enable_gqa=data.gqa, **kw).float()
+        with torch.enable_grad():
+            ref = reference.attention(q, k, v, enable_gqa=data.gqa, **kw)
+            if case.train:  # a training call returns the output and the gradients of q, k, v
+                ref = (ref.float(),) + torch.autograd.grad(ref, (q, k, v), data.sets[0][3].to(ref.dtype))
+            else:
+                ref = ref.float()
         for name in ("fastattn-torch", "sdpa-math", "eager"):
             fn = bench_attention.PREPARE[provs[name].kind](data, provs[name], ctx)
             ctxm = fn.bench_context() if getattr(fn, "bench_context", None) else None
@@ -277,5 +361,5 @@ def test_providers_compute_the_same_attention(tmp_path):
             torch.testing.assert_close(out, ref, msg=lambda m, n=name, c=case.name: f"{n} on {c}: {m}")
         # FlexAttention (eager, CPU) with the suite's block mask
         bm = bench_attention.flex_block_mask(data, "cpu")
-        out = flex_attention(q, k, v, block_mask=bm, enable_gqa=data.gqa)
-        torch.testing.assert_close(out, ref, msg=lambda m, c=case.name: f"flex on {c}: {m}")
+        out = flex_attention(q.detach(), k.detach(), v.detach(), block_mask=bm, enable_gqa=data.gqa)  # CPU: no bwd
+        torch.testing.assert_close(out, ref[0] if case.train else ref, msg=lambda m, c=case.name: f"flex on {c}: {m}")

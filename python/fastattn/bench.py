@@ -9,6 +9,7 @@ Examples::
     fastattn bench --smoke                       # CPU: tiny sweep + overhead, proves the harness
     fastattn bench                               # GPU: the quick preset of every suite
     fastattn bench --preset full --suite attention --models bert-base --time-budget 540 --resume
+    fastattn bench --preset train                # GPU: attention fwd+bwd and the BERT fine-tuning step
     fastattn bench --plot                        # PNGs from stored rows only
 """
 
@@ -24,6 +25,9 @@ from typing import List, Optional
 
 SUITES = ("attention", "ffn", "e2e", "cold", "overhead", "cpu")
 REPO_ENV = "FASTATTN_REPO"
+#: the suites a preset has cases for, in the order they run by default. train: the short fine-tuning step
+#: first, so that a --time-budget cut falls on the attention sweep's last cases (FlexAttention's compiles)
+PRESET_SUITES = {"train": ("e2e", "attention")}
 
 
 def find_repo_root() -> Optional[str]:
@@ -70,10 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true",
                    help="CPU-only tiny sweep of every suite with the torch backend plus the overhead benchmark; "
                         "writes to benchmarks/results/smoke/ (ignored by git); rows are marked smoke")
-    p.add_argument("--preset", choices=("quick", "full", "headline"), default="quick",
+    p.add_argument("--preset", choices=("quick", "full", "headline", "train"), default="quick",
                    help="case list: quick (a few cases of each suite, minutes), headline (the issues' "
                         "comparisons: D=64/128 S=512..16k vs every SDPA backend, BERT key padding, FFN vs "
-                        "max-autotune, HF BERT/GPT-2; order them by --suite and cut with --time-budget) or "
+                        "max-autotune, HF BERT/GPT-2; order them by --suite and cut with --time-budget), "
+                        "train (forward+backward: attention D=64/128 S=512..16k and padded BERT vs every SDPA "
+                        "backend and FlexAttention, and the BERT-base fine-tuning step; suites e2e, attention) or "
                         "full (every shape, much longer)")
     p.add_argument("--suite", default=None,
                    help=f"comma-separated suites from {','.join(SUITES)} (default: all; the overhead suite only "
@@ -130,10 +136,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 1
         return 0
 
-    suites = _csv(args.suite) or (list(SUITES) if args.smoke else [s for s in SUITES if s != "overhead"])
+    own = None if args.smoke else PRESET_SUITES.get(args.preset)
+    suites = _csv(args.suite) or (list(SUITES) if args.smoke else list(own) if own
+                                  else [s for s in SUITES if s != "overhead"])
     bad = [s for s in suites if s not in SUITES]
     if bad:
         print(f"fastattn bench: unknown suite(s) {bad}; choose from {list(SUITES)}", file=sys.stderr)
+        return 2
+    if own and not set(suites) <= set(own):
+        print(f"fastattn bench: --preset {args.preset} has cases for the suites {list(own)} only, not "
+              f"{[s for s in suites if s not in own]}", file=sys.stderr)
         return 2
     dtypes = []
     for d in _csv(args.dtype) or ["bf16"]:

@@ -50,3 +50,25 @@ def test_peaks_and_a_padded_attention_case(tmp_path):
         assert r["gpu"] == torch.cuda.get_device_name() and r["commit"] and r["preset"] == "quick"
     for name in ("fastattn-cuda", "fastattn-triton"):  # our kernels run it or say why not, never fail
         assert rows[name]["status"] in ("ok", "unsupported"), rows[name]
+
+
+def test_train_preset_padded_bert_forward_backward(tmp_path):
+    """``--preset train``'s padded BERT case: the Triton backend's fused backward is timed, the forward-only
+    CUDA backend and SDPA's flash backend (no mask) are recorded unsupported with their reasons."""
+    from fastattn import bench
+    rc = bench.main(["--preset", "train", "--suite", "attention", "--models", "bert-base", "--no-peak",
+                     "--providers", "fastattn-cuda,fastattn-triton,sdpa-flash,sdpa-efficient",
+                     "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    gpu = H.slug(torch.cuda.get_device_name())
+    rows = {r["provider"]: r for r in H.read_rows([str(tmp_path / gpu / "attention.csv")])}
+    for name, r in rows.items():
+        print(name, r["case"], r["status"], r["median_ms"], r["tflops"], r["note"][:160])
+    assert {r["case"] for r in rows.values()} == {"bert-base-b32-h12/12-q512-k512-d64-len25to100-fwdbwd"}
+    for name in ("fastattn-triton", "sdpa-efficient"):
+        r = rows[name]
+        assert r["status"] == "ok" and "fwd+bwd" in r["note"], r
+        assert 0 < float(r["p20_ms"]) <= float(r["median_ms"]) <= float(r["p80_ms"]) and float(r["tflops"]) > 0
+    assert rows["sdpa-flash"]["status"] == "unsupported" and rows["sdpa-flash"]["note"]
+    cuda = rows["fastattn-cuda"]
+    assert cuda["status"] == "unsupported" and ("forward-only" in cuda["note"] or "unavailable" in cuda["note"])
