@@ -125,17 +125,35 @@ def test_output_attentions_goes_through_eager_per_call(varlen_calls):
     assert len(varlen_calls) == 2
 
 
-def test_default_unpad_runs_the_stock_encoder_on_cpu(varlen_calls):
-    """optimize() never makes a model slower on its device: on CPU, where unpadding is not yet shown to
-    pay, the default keeps the padded encoder per call (and says so); unpad="always" forces it."""
+def test_default_unpad_runs_on_cpu(varlen_calls):
+    """optimize() unpads CPU forwards by default (measured faster there, inference and training: the cpu
+    bench suite) and says so."""
     model = tiny_model("bert")
     ids, am = _batch("right")
     opt = fastattn.optimize(copy.deepcopy(model))
-    assert any("on CUDA tensors" in line for line in describe(opt))
+    assert any("on CPU and for CUDA forwards without grad" in line for line in describe(opt))
     out = _run(opt, ids, am)
-    assert varlen_calls == []
+    assert len(varlen_calls) == 2  # one per layer
     check_model_rule(out.last_hidden_state, _run(model, ids, am).last_hidden_state,
                      _run(float64_copy(model), ids, am).last_hidden_state, am.bool(), "unpad-default-cpu")
+
+
+def test_default_unpad_keeps_cuda_training_padded():
+    """A CUDA forward that records grad keeps the padded encoder (the fused padded backward) unless
+    unpad="always"; CUDA without grad and CPU always unpad. The per-call decision, on stand-in tensors."""
+    from types import SimpleNamespace
+
+    from fastattn.integrations.unpad import _device_wants_unpad
+    enc = SimpleNamespace()
+    cuda = SimpleNamespace(device=torch.device("cuda"), requires_grad=True)
+    cpu = SimpleNamespace(device=torch.device("cpu"), requires_grad=True)
+    assert _device_wants_unpad(enc, cpu)
+    assert not _device_wants_unpad(enc, cuda)
+    with torch.no_grad():
+        assert _device_wants_unpad(enc, cuda)
+    assert _device_wants_unpad(enc, SimpleNamespace(device=torch.device("cuda"), requires_grad=False))
+    enc._fastattn_unpad_always = True
+    assert _device_wants_unpad(enc, cuda)
 
 
 def test_unpad_false_keeps_padded_execution(varlen_calls):

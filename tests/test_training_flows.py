@@ -40,6 +40,7 @@ import _flows  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRITON = dispatch.backends("attention")["triton"]
+TRITON_VARLEN = dispatch.backends("attention_varlen")["triton"]  # optimize() unpads BERT encoders
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
@@ -62,8 +63,15 @@ def on_triton(monkeypatch):
         counts["bwd"] += 1
         return bwd(*a, **k)
 
+    vfwd = TRITON_VARLEN.launch
+
+    def varlen_launch(*a, **k):
+        counts["fwd"] += 1
+        return vfwd(*a, **k)
+
     monkeypatch.setattr(TRITON, "launch", launch)
     monkeypatch.setattr(TRITON, "launch_bwd", launch_bwd)
+    monkeypatch.setattr(TRITON_VARLEN, "launch", varlen_launch)
     yield counts
     dispatch.reset()
 

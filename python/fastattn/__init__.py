@@ -30,7 +30,7 @@ def optimize(model, *, attention: bool = True, ffn=True, unpad=True):
     ``ffn=True`` swaps a feed-forward only where the fused path is at least as fast as the stock module on
     its device (so never on a CPU); ``ffn="always"`` swaps every supported one; ``describe`` says which.
     ``unpad=True``: BERT-family encoders run on the valid tokens only (pad positions of returned hidden
-    states are 0) on CUDA tensors; ``unpad="always"`` on every device (on CPU it is not yet shown to pay)."""
+    states are 0) on CPU and for CUDA forwards without grad; ``unpad="always"`` also for CUDA training."""
     from .integrations import optimize as _optimize
     return _optimize(model, attention=attention, ffn=ffn, unpad=unpad)
 

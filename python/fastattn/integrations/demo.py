@@ -200,15 +200,19 @@ def timing_lines(args, base_t: Sequence[float], fast_t: Sequence[float], records
              f"  {'fastattn':44} {fm:9.2f} ms  [{f1:.2f} .. {f3:.2f}]",
              f"  speed-up ({args.baseline} median / fastattn median): {ratio:.2f}x ({verdict})"]
     chosen = {r.chosen for r in records}
+    unpadded = any(r.op == "attention_varlen" for r in records)
     if chosen and chosen <= {"torch"}:
-        lines.append("  note: every fastattn op ran on its torch backend (PyTorch's own kernels plus glue), so no "
-                     "speed-up is expected here; the fused kernels need a GPU (`fastattn info` says why each is "
-                     "unavailable)")
+        gain = ("what it can gain here is the unpadded encoder's: no work on pad tokens" if unpadded else
+                "so no speed-up is expected here")
+        lines.append("  note: every fastattn op ran on its torch backend (PyTorch's own kernels plus glue); "
+                     f"{gain}; the fused kernels need a GPU (`fastattn info` says why each is unavailable)")
     elif not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") == "1":
         lines.append("  note: TRITON_INTERPRET=1 runs the Triton kernels in a Python interpreter: this checks "
                      "outputs, it is not a speed measurement")
     elif not torch.cuda.is_available():
-        lines.append("  note: on CPU fastattn runs PyTorch's own kernels (the fused kernels need a GPU): no "
+        lines.append("  note: on CPU fastattn runs PyTorch's own kernels (the fused kernels need a GPU): the "
+                     "only gain is the unpadded encoder's" if unpadded else
+                     "  note: on CPU fastattn runs PyTorch's own kernels (the fused kernels need a GPU): no "
                      "speed-up is expected here")
     return lines
 

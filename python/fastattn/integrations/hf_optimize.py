@@ -332,8 +332,10 @@ def optimize(model, *, attention: bool = True, ffn=True, unpad=True):
 
     ``unpad`` (BERT family, with ``attention=True``): the encoder runs on the valid tokens only, gathered
     once after the embeddings and scattered back once at its output; pad positions of returned hidden
-    states are 0 (see :mod:`fastattn.integrations.unpad`); on CUDA tensors only unless ``unpad="always"``
-    (on CPU it is not yet shown to be faster). ``unpad=False`` keeps padded execution.
+    states are 0 (see :mod:`fastattn.integrations.unpad`). It runs on CPU tensors (inference and
+    training: measured 1.4-1.6x on a BERT-base batch with 29 % padding) and for CUDA forwards without
+    grad; a CUDA forward that records grad keeps the padded encoder (the varlen backward is not fused
+    yet, the padded one is) unless ``unpad="always"``. ``unpad=False`` keeps padded execution.
 
     ``attention``: ``model.set_attn_implementation("fastattn")``. ``ffn``: swap the feed-forward of the
     supported families (``ffn_registry()``: BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA, DistilBERT, GPT-2,

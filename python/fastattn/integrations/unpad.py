@@ -70,12 +70,20 @@ def _padding_mask(attention_mask, B: int, S: int) -> Optional[torch.Tensor]:
     return attention_mask if attention_mask.dtype == torch.bool else attention_mask.bool()
 
 
+def _device_wants_unpad(encoder, hidden_states) -> bool:
+    """CPU tensors always; CUDA ones unless the forward records grad (the padded encoder has the fused
+    backward, the varlen path not yet) -- or always with ``unpad="always"``."""
+    if encoder.__dict__.get("_fastattn_unpad_always", False) or hidden_states.device.type != "cuda":
+        return True
+    return not (torch.is_grad_enabled() and hidden_states.requires_grad)
+
+
 def unpadded_encoder_forward(self, hidden_states: torch.Tensor, attention_mask=None, encoder_hidden_states=None,
                              encoder_attention_mask=None, cache=None, use_cache=None, **kwargs):
     from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
     B, S, H = hidden_states.shape
     valid = None
-    if ((hidden_states.device.type == "cuda" or self.__dict__.get("_fastattn_unpad_always", False))
+    if (_device_wants_unpad(self, hidden_states)
             and encoder_hidden_states is None and cache is None and not use_cache and kwargs.get("head_mask") is None
             and getattr(self.config, "_attn_implementation", None) == "fastattn"
             and not (self.training and getattr(self, "gradient_checkpointing", False))
@@ -115,10 +123,10 @@ def unpadded_encoder_forward(self, hidden_states: torch.Tensor, attention_mask=N
 
 def swap_unpad(model: nn.Module, state, always: bool = False) -> None:
     """Give the model's encoder(s) the unpadded forward (instance attribute, recorded in ``state`` for
-    ``revert``), or say in ``state.report`` why not. Unless ``always``, the unpadded forward runs on CUDA
-    tensors only: on CPU it is not yet shown to be faster than the stock padded encoder (spot
-    measurements on a loaded 2-core machine ranged from 0.44x to 1.13x), and ``optimize`` never makes a
-    model slower on its device; ``optimize(unpad="always")`` unpads on every device."""
+    ``revert``), or say in ``state.report`` why not. Unless ``always``, a CUDA forward that records grad
+    runs the stock padded encoder: the varlen attention has no fused backward yet (the torch varlen path
+    reads ``cu_seqlens`` on the host per layer), while the padded one has; measured on CPU, unpadding pays
+    for inference and training alike (1.4-1.6x, ``benchmarks/results/cpu``), so CPU tensors always unpad."""
     import types
     model_type = getattr(model.config, "model_type", None)
     cls_name = ENCODERS.get(model_type)
@@ -139,8 +147,9 @@ def swap_unpad(model: nn.Module, state, always: bool = False) -> None:
             state.patched.append((m, "_fastattn_unpad_always"))
             n += 1
     if n:
-        where = "on every device" if always else ("on CUDA tensors (on CPU the stock padded encoder runs: "
-                                                  "not shown to be faster there; unpad='always' forces it)")
+        where = "on every device" if always else ("on CPU and for CUDA forwards without grad (CUDA training keeps "
+                                                  "the padded encoder and its fused backward; unpad='always' "
+                                                  "forces it)")
         state.report.append(f"unpad: {cls_name} x{n} runs on the valid tokens only {where} (pad positions of "
                             "returned hidden states are 0)")
     else:
