@@ -6,7 +6,8 @@
   The ratio to the PyTorch call is in ``note``.
 * ``e2e``: a BERT-base-sized ``BertModel`` (random weights, fp32), B=8, S=128 (and S=512 outside
   smoke), right-padded lengths drawn from U[S/4, S] with a fixed seed, forward under ``inference_mode``:
-  HF ``sdpa`` (what a user runs without fastattn) against ``fastattn.optimize(model)``, interleaved.
+  HF ``sdpa`` (what a user runs without fastattn) against ``fastattn.optimize(model)`` (unpads the
+  encoder on CPU) and ``optimize(model, unpad=False)``, interleaved.
 
 The CPU runs the torch backend; no GPU number comes from here.
 """
@@ -112,8 +113,10 @@ def run_e2e(ctx) -> int:
         layers = 2 if ctx.preset == "smoke" else 12
         stock = _bert(S, layers)
         ours = fastattn.optimize(copy.deepcopy(stock))
+        padded = fastattn.optimize(copy.deepcopy(stock), unpad=False)
         calls = {"hf-sdpa": lambda: stock(input_ids=ids, attention_mask=mask),
-                 "fastattn.optimize": lambda: ours(input_ids=ids, attention_mask=mask)}
+                 "fastattn.optimize": lambda: ours(input_ids=ids, attention_mask=mask),
+                 "fastattn.optimize(unpad=False)": lambda: padded(input_ids=ids, attention_mask=mask)}
         with torch.inference_mode():
             for f in calls.values():
                 f()
