@@ -195,6 +195,43 @@ def test_fully_masked_rows_are_zero_on_the_direct_path(cpu_user):
     assert api._DIRECT
 
 
+def test_keypadding_direct_path_follows_the_lengths_tensor(cpu_user, monkeypatch):
+    """A repeated KeyPadding call is one SDPA call on the mask built for that KeyPadding object; an
+    in-place change of its lengths, a new lengths tensor, another KeyPadding with an empty row, or another
+    Lq/Lk never reuse a stale mask."""
+    B, H, L, D = 3, 2, 5, 8
+    q, k, v = (torch.randn(B, H, L, D) for _ in range(3))
+    lengths = torch.tensor([5, 3, 1])
+    kp = fastattn.KeyPadding(lengths=lengths)
+
+    def check(mask, q=q, k=k, v=v):
+        out = fastattn.attention(q, k, v, attn_mask=mask)
+        ref = reference.attention(q, k, v, mask)
+        torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+        return out
+
+    check(kp)
+    built = []
+    orig = plan_mod.plan_for
+    monkeypatch.setattr(api, "plan_for", lambda *a, **kw: built.append(1) or orig(*a, **kw))
+    check(kp)
+    assert built == [], "the repeated KeyPadding call must take the direct SDPA path"
+    lengths[1] = 4  # in place: the version counter moves, the mask is rebuilt
+    check(kp)
+    assert built == [1]
+    kp.lengths = torch.tensor([2, 2, 2])  # another tensor object
+    check(kp)
+    assert len(built) == 2
+    empty = fastattn.KeyPadding(lengths=torch.tensor([5, 0, 2]))  # same signature, an empty row
+    for _ in range(2):  # (direct only where SDPA itself gives 0 there, else the fix-up runs each time)
+        out = check(empty)
+        assert (out[1] == 0).all()
+    n = len(built)
+    q2 = torch.randn(B, H, 3, D)  # another Lq: another signature
+    check(kp, q=q2)
+    assert len(built) == n + 1
+
+
 def test_key_range_is_computed_once_per_mask_object(monkeypatch):
     from fastattn import masks
     calls = []

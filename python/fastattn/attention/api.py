@@ -21,7 +21,8 @@ from .. import dispatch
 from ..runtime import getenv, interpreting
 from ..dispatch import ENV_VAR
 from ..inputs import normalize_attention
-from .backends.torch import sdpa_zeroes_empty_rows
+from ..masks import KeyPadding
+from .backends.torch import _sdpa_mask, sdpa_zeroes_empty_rows
 from .plan import plan_for
 
 #: call signatures that SDPA serves as is (see the module docstring)
@@ -41,6 +42,9 @@ def _call_signature(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa,
         mm = None
     elif type(attn_mask) is _Tensor:
         mm = (attn_mask.shape, attn_mask.dtype, attn_mask.device, attn_mask.requires_grad)
+    elif type(attn_mask) is KeyPadding and q.dim() == 4:
+        t = attn_mask.mask if attn_mask.lengths is None else attn_mask.lengths
+        mm = (KeyPadding, attn_mask.lengths is None, t.shape, t.dtype, t.device, attn_mask.causal)
     else:
         return ()
     if type(dropout_p) is not float and type(dropout_p) is not int:
@@ -110,15 +114,39 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_
         if sig in _DIRECT and 0.0 <= dropout_p < 1.0 and (scale is None or math.isfinite(scale)):
             if attn_mask is None and not dropout_p and not is_causal and scale is None and not enable_gqa:
                 return _sdpa(query, key, value)  # the most common call, without argument parsing
-            return _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+            if type(attn_mask) is not KeyPadding:
+                return _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+            c = attn_mask.__dict__.get("_fastattn_sdpa")
+            t = attn_mask.mask if attn_mask.lengths is None else attn_mask.lengths
+            if c is not None and c[0] is t and c[1] == (t._version, query.shape[2], key.shape[2]):
+                return _sdpa(query, key, value, c[2], dropout_p, c[3], scale=scale, enable_gqa=enable_gqa)
     inp = normalize_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     plan = plan_for(inp, backend)
     out = plan.run(inp).reshape(inp.out_shape)
-    if sig and _served_by_sdpa_as_is(inp, plan, attn_mask, is_causal, scale):
-        if len(_DIRECT) >= _MAX_DIRECT:
-            _DIRECT.clear()
-        _DIRECT[sig] = True
+    if sig:
+        if type(attn_mask) is KeyPadding:
+            direct = _keypadding_as_sdpa(inp, plan, attn_mask)
+        else:
+            direct = _served_by_sdpa_as_is(inp, plan, attn_mask, is_causal, scale)
+        if direct:
+            if len(_DIRECT) >= _MAX_DIRECT:
+                _DIRECT.clear()
+            _DIRECT[sig] = True
     return out
+
+
+def _keypadding_as_sdpa(inp, plan, kp) -> bool:
+    """A ``KeyPadding`` call the torch backend served with one SDPA call on a mask it built (no empty-row
+    fix-up needed): remember that mask on the user's ``KeyPadding`` object, keyed by the tensor object,
+    its in-place version counter and (Lq, Lk), so that a repeat of the call is one SDPA call."""
+    if plan.backend.name != "torch" or interpreting():
+        return False
+    attn_mask, is_causal, row_has = _sdpa_mask(inp)
+    if row_has is not None or (is_causal and inp.scale <= 0):
+        return False
+    t = kp.mask if kp.lengths is None else kp.lengths
+    kp.__dict__["_fastattn_sdpa"] = (t, (t._version, inp.Lq, inp.Lk), attn_mask, is_causal)
+    return True
 
 
 def explain(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
