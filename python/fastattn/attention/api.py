@@ -28,6 +28,10 @@ from .plan import plan_for
 #: call signatures that SDPA serves as is (see the module docstring)
 _DIRECT: Dict[tuple, bool] = {}
 _MAX_DIRECT = 4096
+#: the subset of :data:`_DIRECT` with SDPA's default arguments, under a shorter key
+_PLAIN: Dict[tuple, bool] = {}
+_grad_enabled = torch.is_grad_enabled
+_is_compiling = torch.compiler.is_compiling
 _Tensor = torch.Tensor
 _sdpa = F.scaled_dot_product_attention
 
@@ -108,6 +112,18 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_
         F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale,
                                        enable_gqa=enable_gqa)
     """
+    if attn_mask is None and dropout_p == 0.0 and scale is None and is_causal is False and enable_gqa is False \
+            and backend is None and type(query) is _Tensor and type(key) is _Tensor and type(value) is _Tensor \
+            and not _is_compiling():
+        # the plainest call, SDPA's defaults: a shorter key, no argument checks to repeat
+        plain = (query.shape, key.shape, value.shape, query.dtype, key.dtype, value.dtype, query.device,
+                 key.device, value.device,
+                 _grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad),
+                 getenv(ENV_VAR), getenv("TRITON_INTERPRET"))
+        if plain in _PLAIN:
+            return _sdpa(query, key, value)
+    else:
+        plain = None
     sig = None
     if not torch.compiler.is_compiling():
         sig = _call_signature(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, backend)
@@ -131,7 +147,10 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_
         if direct:
             if len(_DIRECT) >= _MAX_DIRECT:
                 _DIRECT.clear()
+                _PLAIN.clear()
             _DIRECT[sig] = True
+            if plain is not None:
+                _PLAIN[plain] = True
     return out
 
 
@@ -164,6 +183,7 @@ def explain(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal
 
 def clear_direct() -> None:
     _DIRECT.clear()
+    _PLAIN.clear()
 
 
 dispatch.on_reset(clear_direct)
