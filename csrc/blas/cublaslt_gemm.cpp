@@ -102,7 +102,7 @@ Handles& handles() {
   return *h;
 }
 
-// epilogue codes (fastattn.backends.cuda_ffn EPI_*): 0 none (bias if given), 1 tanh GELU (after bias)
+// epilogue codes (fastattn.ffn.backends.cuda EPI_*): 0 none (bias if given), 1 tanh GELU (after bias)
 //
 // One GEMM problem as cuBLASLt sees it: y^T (N x M) = op(A = w) . op(B = x^T) [+ C = residual^T].
 struct Problem {

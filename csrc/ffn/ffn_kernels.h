@@ -8,7 +8,7 @@
 
 namespace fastattn {
 
-// Activation codes shared with Python (fastattn.backends.cuda_ffn.ACT_CODES): keep in sync.
+// Activation codes shared with Python (fastattn.ffn.problem.Activation): keep in sync.
 enum class Activation : int { kNone = 0, kGeluErf = 1, kGeluTanh = 2 };
 
 // y: (M, N) with row stride stride_ym and unit column stride; bias: (N,) contiguous or 0.

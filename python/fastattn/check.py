@@ -85,7 +85,8 @@ def run_check(device: Optional[str] = None, verbose: bool = False, only: Optiona
 
 def _check_ffn(dev, verbose: bool, names, only, prog) -> int:
     import fastattn
-    from fastattn import dispatch, reference
+    from fastattn import dispatch
+    from fastattn.ffn import reference
     from fastattn.testing import compare
 
     g = torch.Generator(device="cpu").manual_seed(1)

@@ -84,8 +84,6 @@ def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_caus
     return out.reshape(inp.out_shape)
 
 
-# The FFN's semantics are fastattn.ffn.reference; re-exported for check.py until it imports that module.
-from .ffn.reference import gelu, gelu_ffn  # noqa: E402,F401
 
 
 def attention_varlen(query, key, value, cu_seqlens_q, cu_seqlens_k, *, is_causal: bool = False,
