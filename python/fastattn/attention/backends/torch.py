@@ -9,6 +9,8 @@ reaches the forward or the backward) and then zeroed, which is exactly the contr
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -97,6 +99,10 @@ def _build_sdpa_mask(inp: AttentionInputs):
     return bias.masked_fill(~keep, float("-inf")).masked_fill(~row_has, 0.0), False, row_has
 
 
+#: head dim -> SDPA's default scale 1/sqrt(E), as the float fastattn computes it (the same double)
+_DEFAULT_SCALE = {E: 1.0 / math.sqrt(E) for E in range(1, 513)}
+
+
 class TorchAttention(AttnBackend):
     name = "torch"
     DEVICES = ("any",)
@@ -106,8 +112,13 @@ class TorchAttention(AttnBackend):
     def run(self, inp: AttentionInputs, out_blhd: bool = False, rng=None) -> torch.Tensor:
         m = inp.mask
         if m.is_none:  # the common case in one call
-            res = F.scaled_dot_product_attention(inp.query, inp.key, inp.value, dropout_p=inp.dropout_p,
-                                                 scale=inp.scale, enable_gqa=inp.Hq != inp.Hkv)
+            q, k, v = inp.query, inp.key, inp.value
+            E = q.shape[-1]
+            if not inp.dropout_p and q.shape[1] == k.shape[1] and inp.scale == _DEFAULT_SCALE.get(E):
+                res = F.scaled_dot_product_attention(q, k, v)  # SDPA's defaults: no keyword parsing
+            else:
+                res = F.scaled_dot_product_attention(q, k, v, dropout_p=inp.dropout_p, scale=inp.scale,
+                                                     enable_gqa=inp.Hq != inp.Hkv)
         else:
             attn_mask, is_causal, row_has = _sdpa_mask(inp)
             res = F.scaled_dot_product_attention(inp.query, inp.key, inp.value, attn_mask=attn_mask,
