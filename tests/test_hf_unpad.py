@@ -196,11 +196,14 @@ def test_gradients_flow_and_match_eager(kind, layer0, varlen_calls):
         check_model_rule(ours[n], eager[n], ref[n], torch.ones((), dtype=torch.bool), f"grad-{kind}-{n}")
 
 
-def test_padding_free_batch_runs_varlen(varlen_calls):
+@pytest.mark.parametrize("kind", ["bert", "llama", "qwen2", "gpt2"])
+def test_padding_free_batch_runs_varlen(kind, varlen_calls):
     """HF's flash kwargs (DataCollatorWithFlattening(return_flash_attn_kwargs=True)) reach the fastattn
-    attention function: each packed sequence attends only to itself."""
+    attention function: each packed sequence attends only to itself (causal per sequence for the decoders);
+    per-sequence logits equal each sequence run alone in eager. The families HF forwards the kwargs in:
+    benchmarks/NOTES.md, "Padding-free batches"."""
     from transformers import BertForTokenClassification, DataCollatorWithFlattening
-    model = tiny_model("bert", cls=BertForTokenClassification, num_labels=3)
+    model = tiny_model(kind, **({"cls": BertForTokenClassification, "num_labels": 3} if kind == "bert" else {}))
     g = torch.Generator().manual_seed(9)
     seqs = [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in (5, 9, 1, 7)]
     batch = DataCollatorWithFlattening(return_flash_attn_kwargs=True, return_position_ids=True)(
@@ -213,7 +216,7 @@ def test_padding_free_batch_runs_varlen(varlen_calls):
         ref = [float64_copy(model)(input_ids=torch.tensor([s])).logits[0] for s in seqs]
     assert len(varlen_calls) == 2 and varlen_calls[0][1] == [0, 5, 14, 15, 22]
     n = torch.ones(packed.shape[0], dtype=torch.bool)
-    check_model_rule(packed, torch.cat(alone), torch.cat(ref), n, "padding-free-bert")
+    check_model_rule(packed, torch.cat(alone), torch.cat(ref), n, f"padding-free-{kind}")
 
 
 @pytest.mark.skipif(fastattn.dispatch.backends("attention_varlen")["triton"].unavailable_reason() is not None,
