@@ -6,6 +6,13 @@ a D=128 non-causal shape; S = 128..16k at B*S = 16k tokens; key padding 0/25/50/
 lengths for fastattn and FlexAttention, the equivalent bool mask for SDPA and eager); decode
 (Lq=1 against Lk = 1k..32k cached keys). Run with ``fastattn bench --suite attention``.
 
+Packed sequences (``--preset unpad``, issue #12; case names ending ``-packed``): the BERT-base batch B=32,
+S=512, lengths evenly spread over [S/4, S] as the unpadded encoder runs it: ``attention_varlen`` on the
+valid tokens packed ``(T, H, D)`` against SDPA's flash kernel on the dense ``(B, H, S, D)`` shape (no mask:
+what a padded batch costs flash), and the padded providers with the key-padding mask. The case's FLOPs
+and bytes count the valid tokens only (``query_lengths`` = the lengths), so ``tflops`` is useful work for
+every provider; each row's note gives its tokens/s (T for varlen, B*S for the dense shape).
+
 Training (``--preset train``, case names ending ``-fwdbwd``): one timed call is the forward and the
 backward, ``torch.autograd.grad(out, (q, k, v), dout)`` (the work of ``out.backward(dout)`` without
 accumulating into ``.grad``), on preallocated q, k, v, dout; its FLOPs are ``flops.attention_flops(...,
@@ -15,6 +22,7 @@ direction="fwd+bwd")``. A fastattn backend without a fused backward is recorded 
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -60,13 +68,23 @@ PROVIDERS = [
     Provider("sdpa-math", "sdpa", options={"backend": "MATH"}),
     Provider("flex", "flex", gpu_only=True),
     Provider("eager", "eager"),
+    # issue #12: attention_varlen on the packed valid tokens; SDPA flash on the case's dense (B, S) shape
+    Provider("fastattn-varlen-triton", "varlen", options={"backend": "triton"}),
+    Provider("fastattn-varlen-torch", "varlen", options={"backend": "torch"}),
+    Provider("sdpa-flash-dense", "sdpa_dense", options={"backend": "FLASH_ATTENTION"}),
 ]
+#: providers only the packed-sequence comparison (and the smoke sweep) runs
+_PACKED_ONLY = ("fastattn-varlen-triton", "fastattn-varlen-torch", "sdpa-flash-dense")
 DEFAULTS = {
-    "full": [p.name for p in PROVIDERS if p.name != "fastattn-torch"],
+    "full": [p.name for p in PROVIDERS if p.name != "fastattn-torch" and p.name not in _PACKED_ONLY],
     "quick": ["fastattn-cuda", "fastattn-triton", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "flex"],
     # the issues' headline comparison: fastattn against every SDPA backend (flex is in quick/full)
     "headline": ["fastattn-cuda", "fastattn-triton", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-math"],
-    "smoke": ["fastattn-torch", "fastattn-triton", "fastattn-cuda", "sdpa-math", "sdpa-flash", "eager", "flex"],
+    "smoke": ["fastattn-torch", "fastattn-triton", "fastattn-cuda", "sdpa-math", "sdpa-flash", "eager", "flex",
+              "fastattn-varlen-torch", "fastattn-varlen-triton", "sdpa-flash-dense"],
+    # issue #12: varlen (packed) vs flash on the dense shape per token; the padded kernels beside them
+    "unpad": ["fastattn-varlen-triton", "sdpa-flash-dense", "fastattn-triton", "fastattn-cuda", "sdpa-efficient",
+              "sdpa-cudnn"],
     # forward + backward (issue #11); fastattn-cuda is forward-only: its row says so
     "train": ["fastattn-triton", "fastattn-cuda", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "flex"],
 }
@@ -87,6 +105,7 @@ class AttnCase:
     decode: bool = False
     len_lo: float = 0.0  # > 0: key lengths evenly spread over [len_lo * Lk, Lk] instead of around 1 - padding
     direction: str = "fwd"  # "fwd" or "fwd+bwd" (flops.DIRECTIONS; the timed call runs the backward too)
+    packed: bool = False    # count the valid tokens only (query rows = key lengths): the unpadded encoder's work
 
     @property
     def train(self) -> bool:
@@ -106,8 +125,9 @@ class AttnCase:
         if self.len_lo:
             pad = f"-len{round(self.len_lo * 100)}to100"
         direction = "-fwdbwd" if self.train else ""
+        packed = "-packed" if self.packed else ""
         return (f"{self.model}-{kind}b{self.batch}-h{self.heads_q}/{self.heads_kv}-q{self.seqlen_q}-k{self.seqlen_k}-"
-                f"d{self.head_dim}{c}{pad}{direction}")
+                f"d{self.head_dim}{c}{pad}{direction}{packed}")
 
 
 def padded_lengths(batch: int, seqlen: int, frac: float) -> Optional[Tuple[int, ...]]:
@@ -144,6 +164,9 @@ def attention_cases(preset: str, dtypes: Sequence[str], models: Optional[Sequenc
     """The case list of a preset (``smoke``, ``quick``, ``headline``, ``full``, ``train``), optionally
     filtered."""
     cases: List[AttnCase] = []
+    if preset == "unpad":  # issue #12: the unpadded BERT-base encoder's attention, packed vs dense
+        return [AttnCase("bert-base", 32, 12, 12, 512, 512, 64, "none", 0.375, dt, len_lo=0.25, packed=True)
+                for dt in dtypes]
     if preset in ("headline", "train"):
         # headline: issue #4's case first, then issue #3's sweep; train (issue #11): the same shapes, forward
         # + backward, D=128 first. Dtypes innermost so that a --time-budget cut leaves every dtype with
@@ -170,7 +193,9 @@ def attention_cases(preset: str, dtypes: Sequence[str], models: Optional[Sequenc
                       AttnCase("tiny", 2, 2, 2, 1, 128, 32, "none", 0.0, dt, decode=True),
                       # forward + backward: the train preset's two mask forms (causal; BERT-style lengths)
                       AttnCase("tiny", 2, 2, 2, 64, 64, 32, "top_left", 0.0, dt, direction="fwd+bwd"),
-                      AttnCase("tiny", 2, 4, 2, 64, 64, 32, "none", 0.375, dt, len_lo=0.25, direction="fwd+bwd")]
+                      AttnCase("tiny", 2, 4, 2, 64, 64, 32, "none", 0.375, dt, len_lo=0.25, direction="fwd+bwd"),
+                      # the unpad preset's packed comparison (varlen vs the dense shape)
+                      AttnCase("tiny", 2, 2, 2, 64, 64, 32, "none", 0.375, dt, len_lo=0.25, packed=True)]
             continue
         if preset == "quick":
             spec = [("bert-base", 512, 0.0), ("bert-base", 512, 0.5), ("gpt2-medium", 1024, 0.0),
@@ -199,15 +224,19 @@ def describe(case: AttnCase) -> dict:
     kl = case.key_lengths
     esz = {"float16": 2, "bfloat16": 2, "float32": 4}[case.dtype]
     actual_pad = 0.0 if kl is None else 1.0 - sum(kl) / (case.batch * case.seqlen_k)
+    ql = kl if case.packed else None
     row = dict(case=case.name, dtype=case.dtype, batch=case.batch, heads_q=case.heads_q, heads_kv=case.heads_kv,
                seqlen_q=case.seqlen_q, seqlen_k=case.seqlen_k, head_dim=case.head_dim, causal=case.causal,
                padding=round(actual_pad, 4),
                flops=F.attention_flops(case.batch, case.heads_q, case.seqlen_q, case.seqlen_k, case.head_dim,
-                                       causal=case.causal, key_lengths=kl, direction=case.direction),
+                                       causal=case.causal, key_lengths=kl, query_lengths=ql, direction=case.direction),
                bytes=F.attention_bytes(case.batch, case.heads_q, case.heads_kv, case.seqlen_q, case.seqlen_k,
-                                       case.head_dim, elem_bytes=esz, key_lengths=kl, direction=case.direction))
+                                       case.head_dim, elem_bytes=esz, key_lengths=kl, query_lengths=ql,
+                                       direction=case.direction))
     if case.train:
         row["note"] = "fwd+bwd: forward and the gradients of q, k, v (counted FLOPs 3.5x the forward)"
+    if case.packed:
+        row["note"] = "packed: FLOPs and bytes of the valid tokens only"
     return row
 
 
@@ -445,7 +474,85 @@ def _prep_flex(data: CaseData, prov: Provider, ctx: Context):
     return fn
 
 
-PREPARE = {"fastattn": _prep_fastattn, "sdpa": _prep_sdpa, "eager": _prep_eager, "flex": _prep_flex}
+def _packed_only(data: CaseData, what: str) -> None:
+    c = data.case
+    if not c.packed:
+        raise Unsupported(f"{what} runs the packed-sequence cases only (--preset unpad)")
+    if c.train:  # pragma: no cover - no packed case is a training case
+        raise Unsupported(f"{what} is timed forward-only")
+
+
+def _tokens_note(n: int, what: str):
+    return lambda t: f"{what}: {n / (t.median_ms * 1e-3):.4g} tokens/s"
+
+
+def _prep_varlen(data: CaseData, prov: Provider, ctx: Context):
+    """``fastattn.attention_varlen`` on the case's valid tokens packed ``(T, H, D)`` (packed once, outside
+    the timed call, as the unpadded encoder's inputs come from its Linear projections)."""
+    import torch
+
+    import fastattn
+    from fastattn import dispatch
+    c = data.case
+    _packed_only(data, "attention_varlen")
+    backend = prov.options["backend"]
+    why = dispatch.backends("attention_varlen")[backend].unavailable_reason()
+    if why is not None:
+        raise Unsupported(f"varlen backend {backend!r} unavailable: {why}")
+    if ctx.device != "cuda" and backend != "torch":
+        raise Unsupported(f"backend {backend!r} is timed on CUDA only (on CPU it runs in the Triton interpreter, "
+                          "a correctness tool)")
+    dev = data.sets[0][0].device
+    lengths = list(c.key_lengths or (c.seqlen_k,) * c.batch)
+    valid = torch.arange(c.seqlen_k, device=dev).view(1, -1) < torch.tensor(lengths, device=dev).view(-1, 1)
+    idx = valid.reshape(-1).nonzero().squeeze(1)
+    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), dtype=torch.int32, device=dev)
+    mx = max(lengths)
+
+    def pack(t):  # (B, H, S, D) -> (T, H, D) contiguous
+        return t.detach().transpose(1, 2).reshape(-1, t.shape[1], t.shape[3]).index_select(0, idx).contiguous()
+
+    sets = [tuple(pack(t) for t in s[:3]) for s in data.sets]
+
+    def call(q, k, v):
+        return fastattn.attention_varlen(q, k, v, cu, cu, mx, mx, enable_gqa=data.gqa, backend=backend)
+
+    try:
+        call(*sets[0])
+    except ValueError as e:
+        raise Unsupported(" ".join(str(e).split())) from None
+    fn = rotating(call, sets)
+    fn.note = _tokens_note(int(idx.numel()), f"{idx.numel()} packed valid tokens")
+    fn.packed = (sets, cu, lengths)  # for the tests: what was timed
+    return fn
+
+
+def _prep_sdpa_dense(data: CaseData, prov: Provider, ctx: Context):
+    """SDPA with one backend on the case's dense ``(B, H, S, D)`` shape, no mask: every padded position
+    is computed (what a padded batch costs a kernel that takes no mask)."""
+    import torch.nn.functional as TF
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    c = data.case
+    _packed_only(data, "the dense-shape SDPA row")
+    be = getattr(SDPBackend, prov.options["backend"])
+    kw = {"enable_gqa": True} if data.gqa else {}
+
+    def call(q, k, v):
+        return TF.scaled_dot_product_attention(q, k, v, **kw)
+
+    with sdpa_kernel([be]):
+        try:
+            call(*data.sets[0][:3])
+        except RuntimeError as e:
+            raise Unsupported(" ".join(str(e).split())) from None
+    fn = rotating(call, [s[:3] for s in data.sets])
+    fn.bench_context = functools.partial(sdpa_kernel, [be])
+    fn.note = _tokens_note(c.batch * c.seqlen_q, f"dense {c.batch}x{c.seqlen_q} tokens, no mask")
+    return fn
+
+
+PREPARE = {"fastattn": _prep_fastattn, "sdpa": _prep_sdpa, "eager": _prep_eager, "flex": _prep_flex,
+           "varlen": _prep_varlen, "sdpa_dense": _prep_sdpa_dense}
 
 
 def run(ctx: Context, dtypes: Sequence[str] = ("bfloat16",), models=None, seqlens=None, paddings=None) -> int:

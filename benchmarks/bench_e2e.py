@@ -11,9 +11,11 @@
   scaler update. The train preset's step is always fp16 autocast (what ``Trainer(fp16=True)`` runs), whatever
   ``--dtype`` says; the smoke sweep uses it too, on CPU.
 
-Providers: HF ``eager`` and ``sdpa`` attention, ``torch.compile`` of the sdpa model, and
-``fastattn.optimize(model)`` (recorded ``unsupported`` with its error while the integration raises
-``NotImplementedError``). Run with ``fastattn bench --suite e2e``.
+Providers: HF ``eager`` and ``sdpa`` attention, ``torch.compile`` of the sdpa model,
+``fastattn.optimize(model)`` (its default ``unpad=True``: the BERT encoder runs on the valid tokens only)
+and ``optimize(model, unpad=False)``. Run with ``fastattn bench --suite e2e``; ``--preset unpad`` (issue
+#12) is BERT-base inference at B=32, S=512, lengths evenly spread over [S/4, S], HF sdpa vs both
+``optimize`` variants.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ PROVIDERS = [
     Provider("hf-sdpa-compile", "hf", options={"attn": "sdpa", "compile": True}),
     Provider("fastattn-optimize", "fastattn", options={"attn": "sdpa"}),
     Provider("fastattn-optimize-compile", "fastattn", options={"attn": "sdpa", "compile": True}),
+    # issue #12: the same optimize() with padded execution (the unpadded encoder's share of the gain)
+    Provider("fastattn-optimize-nounpad", "fastattn", options={"attn": "sdpa", "unpad": False}),
 ]
 DEFAULTS = {
     "full": [p.name for p in PROVIDERS],
@@ -40,6 +44,7 @@ DEFAULTS = {
     "headline": ["hf-eager", "hf-sdpa", "fastattn-optimize"],
     "smoke": ["hf-eager", "hf-sdpa", "hf-sdpa-compile", "fastattn-optimize"],
     "train": ["hf-sdpa", "fastattn-optimize"],
+    "unpad": ["hf-sdpa", "fastattn-optimize", "fastattn-optimize-nounpad"],
 }
 #: the training step's autocast dtype (issue #11: fp16 mixed precision, as HF Trainer's fp16=True)
 TRAIN_DTYPE = "float16"
@@ -81,6 +86,8 @@ def e2e_cases(preset: str, dtypes: Sequence[str]) -> List[E2ECase]:
                 continue
             out += [E2ECase("bert-base", "train", 32, 128, 0.0, 0, TRAIN_DTYPE, len_lo=0.25),
                     E2ECase("bert-base", "train", 32, 512, 0.0, 0, TRAIN_DTYPE, len_lo=0.25)]
+        elif preset == "unpad":  # issue #12: BERT-base inference, B=32 S=512, lengths evenly over [S/4, S]
+            out.append(E2ECase("bert-base", "forward", 32, 512, 0.0, 0, dt, len_lo=0.25))
         elif preset == "headline":  # issue #6: BERT-base S=128/512 at B=32, GPT-2 generate
             out += [E2ECase("bert-base", "forward", 32, 128, 0.25, 0, dt),
                     E2ECase("bert-base", "forward", 32, 512, 0.25, 0, dt),
@@ -180,7 +187,7 @@ def _build(c: E2ECase, prov: Provider, ctx: Context):
         model = model.to(ctx.device).eval()
     if prov.kind == "fastattn":
         import fastattn
-        model = fastattn.optimize(model)  # NotImplementedError -> an "unsupported" row with the message
+        model = fastattn.optimize(model, unpad=prov.options.get("unpad", True))
     if prov.options.get("compile"):
         if ctx.smoke:
             raise Unsupported("torch.compile is not timed in the smoke sweep (its CPU compile takes tens of seconds)")

@@ -23,6 +23,9 @@
 #   bench-train  OPT-IN (runs only when GPU_CHECK_STAGES names it): fastattn bench --preset train, the
 #                BERT-base fine-tuning step (hf-sdpa vs fastattn.optimize) then attention fwd+bwd
 #                (fastattn-triton vs every SDPA backend, FlexAttention last), bf16 (issue #11)
+#   bench-unpad  OPT-IN: fastattn bench --preset unpad, fp16+bf16 (issue #12): BERT-base B=32 S=512
+#                inference, HF sdpa vs optimize() with and without unpadding, then attention_varlen on the
+#                packed tokens vs SDPA flash on the dense shape (and the padded kernels)
 #   plots        PNGs from the rows (in the results bundle)
 # When build is not selected and fastattn does not import, a PYTHONPATH shim over the source tree
 # stands in for the install (the Triton and torch backends need no build; the cuda backend then
@@ -38,10 +41,10 @@
 #
 # Environment: FASTATTN_COMMIT (the commit to record in the rows: the device gets the working tree
 # without .git, so pass it, e.g. FASTATTN_COMMIT=a57b7da1c2d3+dirty), PYTHON (default python3), GPU_CHECK_BUDGET_S (default 540), GPU_CHECK_STAGES
-# (comma-separated subset of stage names; default all but the opt-in bench-train), GPU_TEST_WORKERS (xdist workers, default 8;
+# (comma-separated subset of stage names; default all but the opt-in bench-train and bench-unpad), GPU_TEST_WORKERS (xdist workers, default 8;
 # 0 = serial), PYTEST_ARGS (extra pytest arguments, e.g. a path), SANITIZE_ARGS (default empty;
 # --full for every instance), BENCH_DTYPES (default fp16,bf16), BENCH_ATTN_ARGS / BENCH_FFN_ARGS /
-# BENCH_E2E_ARGS / BENCH_TRITON_ARGS / BENCH_TRAIN_ARGS (extra fastattn bench arguments per stage, e.g.
+# BENCH_E2E_ARGS / BENCH_TRITON_ARGS / BENCH_TRAIN_ARGS / BENCH_UNPAD_ARGS (extra fastattn bench arguments per stage, e.g.
 # BENCH_TRITON_ARGS="--seqlens 512,4096").
 # Exit status: 0 if every selected stage passed, 1 otherwise.
 set -u
@@ -74,7 +77,7 @@ FAILED=0
 STAGE_NO=0
 
 elapsed() { echo $(( $(date +%s) - START )); }
-OPT_IN=",bench-train,"  # stages that run only when GPU_CHECK_STAGES names them
+OPT_IN=",bench-train,bench-unpad,"  # stages that run only when GPU_CHECK_STAGES names them
 selected() {
   if [ -z "$STAGES" ]; then [[ "$OPT_IN" != *",$1,"* ]]; else [[ ",$STAGES," == *",$1,"* ]]; fi
 }
@@ -306,6 +309,8 @@ run_stage bench-e2e      70  50 stage_bench --preset headline --dtype fp16 --sui
 run_stage bench-triton  300  12 stage_bench $H --suite attention --providers fastattn-triton ${BENCH_TRITON_ARGS:-}
 # shellcheck disable=SC2086
 run_stage bench-train   540  12 stage_bench --preset train ${BENCH_TRAIN_ARGS:-}
+# shellcheck disable=SC2086
+run_stage bench-unpad   300  12 stage_bench --preset unpad --dtype fp16,bf16 ${BENCH_UNPAD_ARGS:-}
 run_stage plots          20   0 stage_plots
 
 # ----------------------------------------------------------------------------------------- summary

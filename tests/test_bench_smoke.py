@@ -78,8 +78,10 @@ def test_smoke_attention_rows(smoke_dir):
         assert by[(c.name, "eager")]["status"] == "ok"
         r = by[(c.name, "fastattn-torch")]
         # the row's FLOPs are the formula on the row's own shape and direction (masked work excluded)
+        # (a packed case counts the valid query rows only)
         assert int(r["flops"]) == F.attention_flops(c.batch, c.heads_q, c.seqlen_q, c.seqlen_k, c.head_dim,
-                                                    causal=c.causal, key_lengths=c.key_lengths, direction=c.direction)
+                                                    causal=c.causal, key_lengths=c.key_lengths, direction=c.direction,
+                                                    query_lengths=c.key_lengths if c.packed else None)
         assert c.name.endswith("-fwdbwd") == c.train == ("fwd+bwd" in r["note"])
         assert float(r["tflops"]) == pytest.approx(int(r["flops"]) / (float(r["median_ms"]) * 1e-3) / 1e12, rel=1e-4)
         assert float(r["gbps"]) == pytest.approx(int(r["bytes"]) / (float(r["median_ms"]) * 1e-3) / 1e9, rel=1e-4)
@@ -95,6 +97,12 @@ def test_smoke_attention_rows(smoke_dir):
     for c in train:
         for prov in ("fastattn-torch", "sdpa-math", "eager"):
             assert by[(c.name, prov)]["status"] == "ok"
+    # the unpad preset's packed comparison: varlen on the valid tokens, flash on the dense shape (CPU flash)
+    for c in cases:
+        for prov in ("fastattn-varlen-torch", "sdpa-flash-dense"):
+            assert (by[(c.name, prov)]["status"] == "ok") == c.packed, (c.name, prov, by[(c.name, prov)]["note"])
+        if c.packed:
+            assert "tokens/s" in by[(c.name, "fastattn-varlen-torch")]["note"]
 
 
 def test_smoke_other_suites(smoke_dir):
@@ -317,6 +325,13 @@ def test_cli_finds_the_suite_and_rejects_bad_arguments(capsys):
     assert "bert-base-b32-h12/12-q512-k512-d64-len25to100-fwdbwd" in out
     assert "e2e: 2 cases x 2 providers (hf-sdpa, fastattn-optimize)" in out
     assert "bert-base-train-b32-s512-len25to100 [float16]" in out
+    # the unpad preset (issue #12): BERT-base inference with and without unpadding, varlen vs flash dense
+    assert bench.main(["--list", "--preset", "unpad", "--dtype", "fp16,bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "e2e: 2 cases x 3 providers (hf-sdpa, fastattn-optimize, fastattn-optimize-nounpad)" in out
+    assert "bert-base-forward-b32-s512-len25to100 [float16]" in out
+    assert "bert-base-b32-h12/12-q512-k512-d64-len25to100-packed [bfloat16]" in out
+    assert "fastattn-varlen-triton" in out and "sdpa-flash-dense" in out
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -359,6 +374,16 @@ def test_providers_compute_the_same_attention(tmp_path):
             else:
                 out = fn()
             torch.testing.assert_close(out, ref, msg=lambda m, n=name, c=case.name: f"{n} on {c}: {m}")
+        if case.packed:  # varlen: the valid rows of each sequence, packed; flash-dense: the unmasked shape
+            fn = bench_attention.PREPARE["varlen"](data, provs["fastattn-varlen-torch"], ctx)
+            out, (_, cu, lengths) = fn(), fn.packed
+            for b, n in enumerate(lengths):
+                torch.testing.assert_close(out[cu[b]:cu[b + 1]].transpose(0, 1), ref[b, :, :n],
+                                           msg=lambda m, b=b: f"varlen on {case.name}, sequence {b}: {m}")
+            fn = bench_attention.PREPARE["sdpa_dense"](data, provs["sdpa-flash-dense"], ctx)
+            with fn.bench_context():
+                dense = fn()
+            torch.testing.assert_close(dense.float(), reference.attention(q, k, v, enable_gqa=data.gqa).float())
         # FlexAttention (eager, CPU) with the suite's block mask
         bm = bench_attention.flex_block_mask(data, "cpu")
         out = flex_attention(q.detach(), k.detach(), v.detach(), block_mask=bm, enable_gqa=data.gqa)  # CPU: no bwd

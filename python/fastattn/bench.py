@@ -10,6 +10,7 @@ Examples::
     fastattn bench                               # GPU: the quick preset of every suite
     fastattn bench --preset full --suite attention --models bert-base --time-budget 540 --resume
     fastattn bench --preset train                # GPU: attention fwd+bwd and the BERT fine-tuning step
+    fastattn bench --preset unpad --dtype fp16,bf16   # GPU: the unpadded BERT encoder and varlen (issue #12)
     fastattn bench --plot                        # PNGs from stored rows only
 """
 
@@ -27,7 +28,7 @@ SUITES = ("attention", "ffn", "e2e", "cold", "overhead", "cpu")
 REPO_ENV = "FASTATTN_REPO"
 #: the suites a preset has cases for, in the order they run by default. train: the short fine-tuning step
 #: first, so that a --time-budget cut falls on the attention sweep's last cases (FlexAttention's compiles)
-PRESET_SUITES = {"train": ("e2e", "attention")}
+PRESET_SUITES = {"train": ("e2e", "attention"), "unpad": ("e2e", "attention")}
 
 
 def find_repo_root() -> Optional[str]:
@@ -74,13 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true",
                    help="CPU-only tiny sweep of every suite with the torch backend plus the overhead benchmark; "
                         "writes to benchmarks/results/smoke/ (ignored by git); rows are marked smoke")
-    p.add_argument("--preset", choices=("quick", "full", "headline", "train"), default="quick",
+    p.add_argument("--preset", choices=("quick", "full", "headline", "train", "unpad"), default="quick",
                    help="case list: quick (a few cases of each suite, minutes), headline (the issues' "
                         "comparisons: D=64/128 S=512..16k vs every SDPA backend, BERT key padding, FFN vs "
                         "max-autotune, HF BERT/GPT-2; order them by --suite and cut with --time-budget), "
                         "train (forward+backward: attention D=64/128 S=512..16k and padded BERT vs every SDPA "
-                        "backend and FlexAttention, and the BERT-base fine-tuning step; suites e2e, attention) or "
-                        "full (every shape, much longer)")
+                        "backend and FlexAttention, and the BERT-base fine-tuning step; suites e2e, attention), "
+                        "unpad (BERT-base B=32 S=512 inference, lengths over [S/4, S]: HF sdpa vs optimize() with "
+                        "and without unpadding, and attention_varlen on the packed tokens vs SDPA flash on the dense "
+                        "shape; suites e2e, attention) or full (every shape, much longer)")
     p.add_argument("--suite", default=None,
                    help=f"comma-separated suites from {','.join(SUITES)} (default: all; the overhead suite only "
                         "with --smoke or when named)")

@@ -16,7 +16,7 @@ VOCAB = 64
 
 def tiny_config(kind: str, **over):
     from transformers import (BertConfig, DistilBertConfig, ElectraConfig, GPT2Config, LlamaConfig,
-                              RobertaConfig)
+                              Qwen2Config, RobertaConfig)
     common = dict(vocab_size=VOCAB, pad_token_id=0)
     if kind == "bert":
         cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
@@ -40,6 +40,10 @@ def tiny_config(kind: str, **over):
         cfg = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
                           num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
                           **common)
+    elif kind == "qwen2":  # GQA 4/2 and biased q/k/v projections
+        cfg = Qwen2Config(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
+                          **common)
     else:
         raise ValueError(kind)
     for k, v in over.items():
@@ -48,11 +52,11 @@ def tiny_config(kind: str, **over):
 
 
 def tiny_model(kind: str, cls=None, seed: int = 0, **over):
-    from transformers import (AutoModel, GPT2LMHeadModel, LlamaForCausalLM)
+    from transformers import (AutoModel, GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM)
     torch.manual_seed(seed)
     cfg = tiny_config(kind, **over)
     if cls is None:
-        cls = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM}.get(kind)
+        cls = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM}.get(kind)
     model = cls(cfg) if cls is not None else AutoModel.from_config(cfg)
     model.set_attn_implementation("eager")
     return model.eval()

@@ -330,7 +330,7 @@ def _swap_ffn(model, state: _State, mode) -> None:
 def optimize(model, *, attention: bool = True, ffn=True, unpad=True):
     """Swap fastattn into a Hugging Face ``PreTrainedModel`` in place and return it.
 
-    ``unpad`` (BERT family, with ``attention=True``): the encoder runs on the valid tokens only, gathered
+    ``unpad`` (BERT family and DistilBERT, with ``attention=True``): the encoder runs on the valid tokens only, gathered
     once after the embeddings and scattered back once at its output; pad positions of returned hidden
     states are 0 (see :mod:`fastattn.integrations.unpad`). It runs on CPU tensors (inference and
     training: measured 1.4-1.6x on a BERT-base batch with 29 % padding) and for CUDA forwards without
