@@ -144,9 +144,9 @@ class TritonVarlen(VarlenBackend):
 
     def run(self, inp) -> torch.Tensor:
         rng = (0, 0)
-        if inp.dropout_p > 0:
-            from ..plan import draw_rng_state
-            rng = draw_rng_state(inp.device)
+        if inp.dropout_p > 0:  # from torch's generator for the device: torch.manual_seed reproduces a run
+            from ...dropout import draw_seed_offset
+            rng = draw_seed_offset(inp.device)
         if inp.requires_grad:
             return _TritonVarlenFn.apply(inp.query, inp.key, inp.value, inp, self, rng)
         out = packed_out(inp)
