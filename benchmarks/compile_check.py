@@ -85,7 +85,7 @@ class Spec:
     """One specialisation. ``mask``: ``+``-joined parts of ``causal``, ``key_lens``, ``key_mask``,
     ``dense_bool``, ``dense_f16`` / ``dense_bf16`` / ``dense_f32`` (additive bias of that dtype),
     ``neg_scale`` (scale <= 0: natural units), ``mha`` (group == 1), ``split`` (decode), ``varlen``
-    (prefill on packed sequences), ``dropout`` (prefill, backward), or ``none``.
+    (prefill and backward on packed sequences), ``dropout`` (prefill, backward), or ``none``.
     ``group`` / ``lq``: decode packing (query heads per KV head, query rows); ``splits``: combine."""
     family: str
     dtype: str
@@ -240,18 +240,24 @@ def _bwd_compile(fn, spec: Spec, cfg, arch: int):
     bm, bn, warps, stages = cfg
     p = spec.parts
     ones = ("group", "Hq", "Hkv", "stride_kmn") if "mha" in p else ()
+    # packed (total, H, D): batch strides 0, as the varlen launcher passes them
+    zeros = tuple(n for n in fn.arg_names if n in ("stride_qb", "stride_kb", "stride_vb", "stride_dob", "stride_dqb",
+                                                   "stride_dkb", "stride_dvb")) if "varlen" in p else ()
     d = spec.dtype
     sig, attrs = _signature(
         fn, {"Q": d, "K": d, "V": d, "DO": d, "DQ": d, "DK": d, "DV": d, "Lse": "fp32", "Delta": "fp32",
-             "RowScale": "fp32", "KeyLens": "i64", "KeyMask": "u8", "KeyRange": "i32", "Dense": spec.dense_dtype},
-        floats=("qk_scale", "sm_scale", "drop_scale"), consts=ones,
+             "RowScale": "fp32", "KeyLens": "i64", "KeyMask": "u8", "KeyRange": "i32", "Dense": spec.dense_dtype,
+             "CuSeqQ": "i32", "CuSeqK": "i32"},
+        floats=("qk_scale", "sm_scale", "drop_scale"), consts=ones + zeros,
         nodiv=set(K.BWD_NO_SPECIALIZE) | {"Hq", "Hkv", "group"})
     consts = dict(HEAD_DIM=spec.E, HEAD_DIM_V=spec.ev, BLOCK_D=_bd(spec.E), BLOCK_DV=_bd(spec.ev),
                   IS_CAUSAL="causal" in p, HAS_KEY_LENS="key_lens" in p, HAS_KEY_MASK="key_mask" in p,
                   DENSE_MODE=spec.dense_mode, FAST_SCALE=spec.dense_mode != 2 and "neg_scale" not in p,
                   HAS_DROPOUT="dropout" in p, DOT_UPCAST=False,
-                  INPUT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32", BLOCK_M=bm, BLOCK_N=bn)
+                  INPUT_PRECISION="ieee" if spec.dtype == "fp32" else "tf32", IS_VARLEN="varlen" in p,
+                  BLOCK_M=bm, BLOCK_N=bn)
     consts.update({n: 1 for n in ones})
+    consts.update({n: 0 for n in zeros})
     return _compile(fn, sig, attrs, consts, arch, warps, stages)
 
 
@@ -355,6 +361,11 @@ DEFAULT_SPECS: List[Spec] = [
     Spec("bwd_dq", "fp16", 128, 0, "causal+dropout"),
     Spec("bwd_dq", "bf16", 256, 0, "key_mask+causal"),
     Spec("bwd_dq", "fp32", 64, 0, "dense_f32+dropout"),
+    Spec("prefill", "fp16", 128, 0, "causal+varlen+dropout"),
+    Spec("bwd_dkdv", "fp16", 128, 0, "causal+varlen"),
+    Spec("bwd_dkdv", "fp16", 128, 0, "causal+varlen+dropout"),
+    Spec("bwd_dq", "fp16", 128, 0, "causal+varlen"),
+    Spec("bwd_dq", "fp16", 128, 0, "causal+varlen+dropout"),
 ]
 
 

@@ -32,6 +32,12 @@ CASES = [
     ("prefill-fp16-d128-causal-dropout", dict(family="prefill", dtype="fp16", E=128, mask="causal+dropout")),
     ("bwd_dkdv-fp16-d128-causal-dropout", dict(family="bwd_dkdv", dtype="fp16", E=128, mask="causal+dropout")),
     ("bwd_dq-fp16-d128-causal-dropout", dict(family="bwd_dq", dtype="fp16", E=128, mask="causal+dropout")),
+    ("prefill-fp16-d128-causal-varlen-dropout", dict(family="prefill", dtype="fp16", E=128,
+                                                     mask="causal+varlen+dropout")),
+    ("bwd_dkdv-fp16-d128-causal-varlen-dropout", dict(family="bwd_dkdv", dtype="fp16", E=128,
+                                                      mask="causal+varlen+dropout")),
+    ("bwd_dq-fp16-d128-causal-varlen-dropout", dict(family="bwd_dq", dtype="fp16", E=128,
+                                                    mask="causal+varlen+dropout")),
 ]
 ARCH = 90
 

@@ -1,7 +1,7 @@
 """fastattn.attention_varlen: packed sequences against a per-sequence float64 reference (numerics rule),
 forward and gradients, causal bottom-right, GQA, E != Ev, strided packed views, empty sequences; every
-bad input; dispatch (cuda declines with a reason; triton runs the forward, declines dropout, and in auto
-mode leaves inputs that need grad to torch). The triton rows run the Triton kernel on CPU tensors under
+bad input; dispatch (cuda declines with a reason; triton runs the forward, the fused backward and dropout,
+and auto mode picks it for training). The triton rows run the Triton kernels on CPU tensors under
 ``TRITON_INTERPRET=1``, forced with ``FASTATTN_BACKEND=triton`` as CI forces kernels."""
 
 import pytest
@@ -39,12 +39,12 @@ CASES = {
 }
 
 
-def _run_case(lq, lk, opts, causal, dtype=torch.float32, grad=True):
+def _run_case(lq, lk, opts, causal, dtype=torch.float32, grad=True, backend=None):
     opts = dict(opts)
     kw = {n: opts.pop(n) for n in ("enable_gqa", "scale") if n in opts}
     q, k, v, cq, ck = _packed(lq, lk, dtype=dtype, **opts)
     q, k, v = (t.requires_grad_(grad) for t in (q, k, v))
-    out = fastattn.attention_varlen(q, k, v, cq, ck, max(lq), max(lk), is_causal=causal, **kw)
+    out = fastattn.attention_varlen(q, k, v, cq, ck, max(lq), max(lk), is_causal=causal, backend=backend, **kw)
     assert out.shape == (q.shape[0], q.shape[1], v.shape[2]) and out.is_contiguous()
     ref = reference.attention_varlen(q, k, v, cq, ck, is_causal=causal, scale=kw.get("scale"))
     naive = reference.attention_varlen(q, k, v, cq, ck, is_causal=causal, scale=kw.get("scale"), compute_dtype=None)
@@ -54,8 +54,9 @@ def _run_case(lq, lk, opts, causal, dtype=torch.float32, grad=True):
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_forward_and_grads_match_float64(case, causal):
+    # the torch backend (per-sequence SDPA); the triton kernels' rows are below and tests/test_triton_varlen.py
     lq, lk, opts = CASES[case]
-    ins, out, ref, naive = _run_case(lq, lk, opts, causal)
+    ins, out, ref, naive = _run_case(lq, lk, opts, causal, backend="torch")
     name = f"{case}-{'causal' if causal else 'full'}"
     assert torch.isfinite(out).all()
     assert_close(out.detach(), ref.detach(), naive.detach(), torch.float32, name)
@@ -114,13 +115,14 @@ def test_strided_packed_qkv_views_read_in_place():
 def test_dropout_rescales_and_reproduces():
     q, k, v, cq, ck = _packed([16, 9], [16, 9])
     torch.manual_seed(0)
-    a = fastattn.attention_varlen(q, k, v, cq, ck, 16, 16, dropout_p=0.5)
+    a = fastattn.attention_varlen(q, k, v, cq, ck, 16, 16, dropout_p=0.5, backend="torch")
     torch.manual_seed(0)
-    b = fastattn.attention_varlen(q, k, v, cq, ck, 16, 16, dropout_p=0.5)
-    full = fastattn.attention_varlen(q, k, v, cq, ck, 16, 16)
+    b = fastattn.attention_varlen(q, k, v, cq, ck, 16, 16, dropout_p=0.5, backend="torch")
+    full = fastattn.attention_varlen(q, k, v, cq, ck, 16, 16, backend="torch")
     torch.testing.assert_close(a, b, atol=0, rtol=0)  # torch.manual_seed reproduces a run bitwise
     assert not torch.allclose(a, full)
-    # dropout on each sequence equals SDPA's with the same generator state (keep mask drawn in order)
+    # the torch backend's dropout on each sequence equals SDPA's with the same generator state (keep mask
+    # drawn in order)
     torch.manual_seed(0)
     exp = [torch.nn.functional.scaled_dot_product_attention(q[x:y].transpose(0, 1), k[x:y].transpose(0, 1),
                                                             v[x:y].transpose(0, 1), dropout_p=0.5).transpose(0, 1)
@@ -165,23 +167,73 @@ def _explain(lq, lk, opts, causal, dtype=torch.float32, **kw):
 
 
 @needs_triton
-def test_triton_forced_with_grad_recomputes_the_backward(monkeypatch):
-    """Forced triton on inputs that need grad: the Triton forward, gradients recomputed through the torch
-    backend; both under the numerics rule."""
-    monkeypatch.setenv("FASTATTN_BACKEND", "triton")
+def test_triton_trains_with_the_fused_backward(monkeypatch):
+    """Inputs that need grad: auto-dispatch picks triton (explain_varlen says so), one forward launch, the
+    fused backward once; forward and gradients under the numerics rule; what autograd saves holds
+    nothing of size Lq x Lk."""
     launches = []
     tb = dispatch.backends("attention_varlen")["triton"]
-    real = tb.launch
-    monkeypatch.setattr(tb, "launch", lambda *a, **k: launches.append(1) or real(*a, **k))
+    real, real_bwd = tb.launch, tb.launch_bwd
+    monkeypatch.setattr(tb, "launch", lambda *a, **k: launches.append("fwd") or real(*a, **k))
+    monkeypatch.setattr(tb, "launch_bwd", lambda *a, **k: launches.append("bwd") or real_bwd(*a, **k))
     lq, lk = [5, 0, 9, 4], [7, 3, 9, 0]
+    q, k, v, cq, ck = _packed(lq, lk, Hq=4, Hkv=2)
+    text = fastattn.explain_varlen(q.requires_grad_(), k, v, cq, ck, 9, 9, is_causal=True, enable_gqa=True)
+    assert "-> triton" in text and "triton: supported" in text, text
+    fastattn.attention_varlen(q, k, v, cq, ck, 9, 9, is_causal=True, enable_gqa=True)  # plan (+ self-check)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        fastattn.attention_varlen(q, k, v, cq, ck, 9, 9, is_causal=True, enable_gqa=True)
+    # q, k, v, out, the (Hq, total_q) LSE, the two cu_seqlens: nothing of size Lq x Lk
+    assert sorted(saved) == sorted([tuple(q.shape), tuple(k.shape), tuple(v.shape), tuple(q.shape), (4, q.shape[0]),
+                                    tuple(cq.shape), tuple(ck.shape)]), saved
+    launches.clear()
     ins, out, ref, naive = _run_case(lq, lk, dict(Hq=4, Hkv=2, enable_gqa=True), True)
-    assert launches == [1]
+    assert launches == ["fwd"]
     assert_close(out.detach(), ref.detach(), naive.detach(), torch.float32, "triton-grad")
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
     for n, a, r, nv in zip("qkv", torch.autograd.grad(out, ins, dout), torch.autograd.grad(ref, ins, dout.double()),
                            torch.autograd.grad(naive, ins, dout)):
         assert torch.isfinite(a).all()
         assert_close(a, r, nv, torch.float32, f"triton-grad-d{n}")
+    assert launches == ["fwd", "bwd"]
+
+
+@needs_triton
+def test_triton_dropout_reproduces_and_fd_matches_the_backward():
+    """Dropout on the triton varlen kernels through the public API (auto-dispatch picks triton):
+    ``torch.manual_seed`` reproduces outputs and gradients bitwise, another seed changes them; a central
+    finite difference of ``<dO, attention_varlen(x + t d)>`` with the seed reset before each call (the
+    same keep mask each time) matches ``<grads, d>`` from the fused backward, and gradients drawn under
+    another seed do not (the forward and the backward use the same mask)."""
+    lq, lk, p = [9, 0, 14, 5], [11, 3, 6, 5], 0.3
+    q, k, v, cq, ck = _packed(lq, lk, Hq=2, Hkv=1, E=16, seed=5)
+    assert "-> triton" in fastattn.explain_varlen(q.requires_grad_(), k, v, cq, ck, 14, 11, dropout_p=p,
+                                                  is_causal=True, enable_gqa=True)
+    g = torch.Generator().manual_seed(11)
+    dirs = [torch.randn(t.shape, generator=g) for t in (q, k, v)]
+    dout = torch.randn((q.shape[0], 2, 16), generator=g)
+
+    def run(seed, t=0.0, grad=False):
+        x = [(a.detach() + t * d).requires_grad_(grad) for a, d in zip((q, k, v), dirs)]
+        torch.manual_seed(seed)
+        out = fastattn.attention_varlen(*x, cq, ck, 14, 11, dropout_p=p, is_causal=True, enable_gqa=True)
+        if not grad:
+            return out.detach()
+        return out.detach(), torch.autograd.grad(out, x, dout)
+
+    out, grads = run(3, grad=True)
+    out2, grads2 = run(3, grad=True)
+    assert torch.equal(out, out2) and all(torch.equal(a, b) for a, b in zip(grads, grads2))
+    out3, grads3 = run(4, grad=True)
+    assert not torch.equal(out, out3) and not torch.equal(grads[2], grads3[2])
+    h = 1e-2
+    fd = float(((run(3, h) - run(3, -h)).double() * dout).sum()) / (2 * h)
+    analytic = sum(float((a.double() * d).sum()) for a, d in zip(grads, dirs))
+    wrong = sum(float((a.double() * d).sum()) for a, d in zip(grads3, dirs))
+    print(f"fd {fd:.6f} analytic {analytic:.6f} (another seed's grads {wrong:.6f})")
+    assert abs(fd - analytic) <= 1e-3 * max(1.0, abs(fd)), (fd, analytic)
+    assert abs(fd - wrong) > 20 * abs(fd - analytic)
 
 
 def test_dispatch_reasons_and_choices():
@@ -191,15 +243,12 @@ def test_dispatch_reasons_and_choices():
     assert "has no packed-sequence (varlen) mode" in cuda_line or "unavailable" in cuda_line
     if TRITON_WHY is None:  # CPU tensors under the interpreter (or CUDA ones): the kernel runs them
         assert "-> triton" in text and "triton: supported" in text
-        # dropout and gradients go to torch, each with its reason; float64 too
-        assert "-> torch" in _explain(lq, lk, {}, False, dropout_p=0.1) and "no dropout" in _explain(
-            lq, lk, {}, False, dropout_p=0.1)
+        # dropout and gradients run on triton too; float64 goes to torch with its reason
+        assert "-> triton" in _explain(lq, lk, {}, False, dropout_p=0.1)
         assert "dtype float64" in _explain(lq, lk, {}, False, torch.float64)
         q, k, v, cq, ck = _packed(lq, lk)
-        text = fastattn.explain_varlen(q.requires_grad_(), k, v, cq, ck, 4, 4)
-        assert "-> torch" in text and "no fused backward" in text
-        with pytest.raises(BackendError, match="dropout_p=0.1 > 0 is not implemented in the triton kernel"):
-            fastattn.attention_varlen(q, k, v, cq, ck, 4, 4, dropout_p=0.1, backend="triton")
+        text = fastattn.explain_varlen(q.requires_grad_(), k, v, cq, ck, 4, 4, dropout_p=0.1)
+        assert "-> triton" in text and "triton: supported" in text
         q, k, v, cq, ck = _packed(lq, lk, E=4)
         with pytest.raises(BackendError, match=r"head dim E=4 is not supported by the triton kernel \(supported: 8..256"):
             fastattn.attention_varlen(q, k, v, cq, ck, 4, 4, backend="triton")
@@ -209,7 +258,7 @@ def test_dispatch_reasons_and_choices():
     torch.testing.assert_close(fastattn.attention_varlen(q, k, v, cq, ck, 4, 4, backend="torch"),
                                fastattn.attention_varlen(q, k, v, cq, ck, 4, 4))
     caps = dispatch.backends("attention_varlen")["triton"].capabilities()
-    assert caps["varlen"] == "supported" and caps["head_dims"] == "8..256" and not caps["dropout"]
+    assert caps["varlen"] == "supported" and caps["head_dims"] == "8..256" and caps["dropout"] and caps["backward"]
     assert caps["dtypes"] == ["float16", "bfloat16", "float32"] and caps["gqa"] and caps["different_value_dim"]
 
 
@@ -270,3 +319,8 @@ def test_torch_compile_runs_the_triton_call_eagerly(monkeypatch):
     f = torch.compile(lambda q, k, v: fastattn.attention_varlen(q, k, v, cq, ck, 9, 9, is_causal=True) * 2)
     torch.testing.assert_close(f(q, k, v), 2 * fastattn.attention_varlen(q, k, v, cq, ck, 9, 9, is_causal=True),
                                atol=0, rtol=0)
+    # training under torch.compile: the eager call's fused backward, the eager gradients
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    got = torch.autograd.grad(f(*leaves).sum(), leaves)
+    want = torch.autograd.grad(2 * fastattn.attention_varlen(*leaves, cq, ck, 9, 9, is_causal=True).sum(), leaves)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))

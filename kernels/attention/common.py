@@ -169,7 +169,9 @@ def _finalize(acc, l_i, m_i, M_LOG2: tl.constexpr):
 @triton.jit
 def _dropout_keep(k0, k1, c3, thresh, bh, rows, start_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Dropout keep flags ``(BLOCK_M, BLOCK_N)`` of query rows ``rows`` (int32 ``(BLOCK_M,)``) x keys
-    ``start_n + [0, BLOCK_N)`` (``start_n % 4 == 0``) of the flattened head ``bh = b * Hq + h``.
+    ``start_n + [0, BLOCK_N)`` (``start_n % 4 == 0``) of the flattened head ``bh = b * Hq + h``
+    (padded layout) -- packed varlen sequences pass ``bh = h``, ``rows`` the packed rows
+    ``cu_q[b] + i`` and sequence-local keys (see :mod:`fastattn.dropout`).
 
     The contract of :mod:`fastattn.dropout` (uint32 words; ``k0, k1, c3, thresh`` arrive as int32 bit
     patterns from ``fastattn.dropout.philox_kernel_args``)::

@@ -29,7 +29,8 @@ Rows with no visible key get exactly 0 and LSE ``-inf`` (``_finalize``).
 Dropout (``HAS_DROPOUT``, runtime ``drop_k0, drop_k1, drop_c3, drop_thresh, drop_scale`` from
 ``fastattn.dropout.philox_kernel_args(seed, offset, p)``): the probabilities of the ``P @ V`` product
 are dropped by the counter-based keep bits of ``common._dropout_keep`` (a pure function of seed,
-offset, ``b * Hq + h``, row, key and ``p``: the backward regenerates the same bits) and the output is
+offset, ``b * Hq + h``, row, key and ``p`` -- varlen: ``h``, the packed row, the sequence-local key --
+so the backward regenerates the same bits) and the output is
 scaled by ``1 / (1 - p)``; the softmax statistics and the LSE are those of the undropped scores (SDPA
 semantics: ``dropout(softmax(s)) @ v``).
 
@@ -52,7 +53,7 @@ def _attn_fwd_inner(acc, l_i, m_i, q,
                     stride_kn, stride_vn, stride_kmn, stride_dn,
                     lo, hi, causal_off, qk_scale, sm_scale,
                     offs_m, offs_n, offs_d, offs_dv, row_ok,
-                    bh, drop_k0, drop_k1, drop_c3, drop_thresh,
+                    drop_bh, drop_row0, drop_k0, drop_k1, drop_c3, drop_thresh,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     CHECK_BOUNDS: tl.constexpr, CHECK_CAUSAL: tl.constexpr,
@@ -60,7 +61,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q,
                     FAST_SCALE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                     DOT_UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Blocks ``[lo, hi)`` of the key loop. ``CHECK_BOUNDS``/``CHECK_CAUSAL`` are False off-band;
-    ``hi`` is the key bound of the on-band phase (keys ``>= hi`` are masked)."""
+    ``hi`` is the key bound of the on-band phase (keys ``>= hi`` are masked). Dropout bits are those of
+    head ``drop_bh``, rows ``drop_row0 + offs_m`` (``common._dropout_keep``)."""
     d_ok = offs_d < HEAD_DIM
     dv_ok = offs_dv < HEAD_DIM_V
     MASKED: tl.constexpr = CHECK_BOUNDS or CHECK_CAUSAL or HAS_KEY_MASK or DENSE_MODE == 1
@@ -117,7 +119,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q,
             v = v.to(tl.float32)
         if HAS_DROPOUT:
             # l_i (the softmax denominator) counts every probability; only P @ V sees the dropped ones
-            z = _dropout_keep(drop_k0, drop_k1, drop_c3, drop_thresh, bh, offs_m, start_n, BLOCK_M, BLOCK_N)
+            z = _dropout_keep(drop_k0, drop_k1, drop_c3, drop_thresh, drop_bh, drop_row0 + offs_m, start_n,
+                              BLOCK_M, BLOCK_N)
             p = tl.where(z, p, 0.0)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
     return acc, l_i, m_i
@@ -157,7 +160,8 @@ def _attn_fwd_kernel(
     strides; sequence ``b``'s rows ``CuSeqQ[b]:CuSeqQ[b+1]`` attend its keys ``CuSeqK[b]:CuSeqK[b+1]``
     (int32 ``(B + 1,)``, clamped to ``[0, total_q/k]``); ``Lq``/``Lk`` are the max sequence lengths
     (grid); ``IS_CAUSAL`` is bottom-right per sequence (``causal_off`` unused). Lse: contiguous float32
-    ``(Hq, total_q)``. No key lengths, key mask or dense mask in this mode.
+    ``(Hq, total_q)``. No key lengths, key mask or dense mask in this mode. Dropout draws the bits of
+    (head ``h``, packed row ``cu_q[b] + i``, sequence-local key ``j``): see ``fastattn.dropout``.
 
     Query head ``h`` reads KV head ``h // group``. Unused pointers (absent masks, the cu_seqlens of
     the padded layout) are never dereferenced.
@@ -183,9 +187,14 @@ def _attn_fwd_kernel(
     q_start, q_len, k_start, k_len, causal_off = _seq_range(b, CuSeqQ, CuSeqK, Lq, Lk, causal_off,
                                                             total_q, total_k, IS_VARLEN)
     if IS_VARLEN:
+        drop_bh = h
+        drop_row0 = q_start  # dropout counts packed rows: (h, q_start + i, j) (fastattn.dropout)
         q_start = q_start.to(tl.int64)
         k_start = k_start.to(tl.int64)
         k_len = tl.where(m0 < q_len, k_len, 0)  # a block past a short sequence's end loads nothing
+    else:
+        drop_bh = bh
+        drop_row0 = 0
 
     offs_mb = tl.arange(0, BLOCK_M)
     offs_m = m0 + offs_mb
@@ -225,7 +234,7 @@ def _attn_fwd_kernel(
         stride_kn, stride_vn, stride_kmn, stride_dn,
         lo, n_clean, causal_off, qk_scale, sm_scale,
         offs_m, offs_n, offs_d, offs_dv, row_ok,
-        bh, drop_k0, drop_k1, drop_c3, drop_thresh,
+        drop_bh, drop_row0, drop_k0, drop_k1, drop_c3, drop_thresh,
         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
         False, False, HAS_KEY_MASK, DENSE_MODE,
         FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)
@@ -235,7 +244,7 @@ def _attn_fwd_kernel(
         stride_kn, stride_vn, stride_kmn, stride_dn,
         n_clean, hi, causal_off, qk_scale, sm_scale,
         offs_m, offs_n, offs_d, offs_dv, row_ok,
-        bh, drop_k0, drop_k1, drop_c3, drop_thresh,
+        drop_bh, drop_row0, drop_k0, drop_k1, drop_c3, drop_thresh,
         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, BLOCK_N,
         True, IS_CAUSAL, HAS_KEY_MASK, DENSE_MODE,
         FAST_SCALE, HAS_DROPOUT, DOT_UPCAST, INPUT_PRECISION)

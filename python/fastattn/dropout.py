@@ -16,6 +16,16 @@ The contract (Philox-4x32-10 as in ``triton.language.philox_impl``; every word a
     thresh = min(round(p * 2^32), 2^32 - 1)         # exact integer, computed on the host
     keep   = r >= thresh                            # P(keep) = 1 - p (to 2^-32)
 
+Packed sequences (``attention_varlen``): the same words with the head alone and the *packed* query row
+in place of ``b*Hq + h`` and the sequence's row: sequence ``b``'s row ``i`` (packed row ``cu_q[b] + i``)
+and its key ``j`` (counted from the sequence's first key, ``0 <= j < lk``) of head ``h`` draw::
+
+    counter = (j >> 2, cu_q[b] + i, h, offset mod 2^32)
+
+Each (head, packed row, key) owns one draw: the packed row names the sequence, so two sequences never
+share a bit, and a sequence's keys count from 0 so that the four keys of one Philox call stay in one
+tile (tiles start at multiples of 4 inside a sequence). :func:`dropout_keep_mask_varlen` reproduces it.
+
 ``i`` (query row), ``j`` (key) and ``b*Hq + h`` each own a counter word, so no word overflows while each
 of them is below 2^32 (``j`` below 2^34): ``B*Hq*Lq*Lk`` far beyond 2^40 never wraps. ``p == 0`` draws
 nothing; ``p == 1`` drops everything (outputs and gradients are 0) without drawing either.
@@ -32,11 +42,11 @@ arguments the kernels take.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
-__all__ = ["DOMAIN", "dropout_keep_mask", "dropout_keep_at", "philox_4x32_10", "philox_kernel_args", "keep_threshold", "draw_seed_offset",
+__all__ = ["DOMAIN", "dropout_keep_mask", "dropout_keep_mask_varlen", "dropout_keep_at", "philox_4x32_10", "philox_kernel_args", "keep_threshold", "draw_seed_offset",
            "PhiloxArgs"]
 
 _M32 = 0xFFFFFFFF
@@ -155,6 +165,23 @@ def dropout_keep_mask(seed: int, offset: int, B: int, Hq: int, Lq: int, Lk: int,
     r = philox_4x32_10(c0, c1, c2, offset & _M32, k0, k1)
     words = torch.stack(r, dim=-1).reshape(B * Hq, Lq, 4 * T)[..., :Lk]  # key j = 4 t + w
     return (words >= keep_threshold(p)).view(B, Hq, Lq, Lk)
+
+
+def dropout_keep_mask_varlen(seed: int, offset: int, cu_seqlens_q, cu_seqlens_k, Hq: int, p: float,
+                             device=None) -> List[torch.Tensor]:
+    """The varlen kernels' keep mask, bit for bit: one bool ``(Hq, lq_b, lk_b)`` tensor per sequence ``b``
+    (``True`` = kept), from the packed-row counter of the contract (module docstring). ``cu_seqlens_q/k``:
+    ``(B + 1,)`` integer tensors or lists (read on the host). Tests and the reference path only."""
+    cq = cu_seqlens_q.tolist() if isinstance(cu_seqlens_q, torch.Tensor) else list(cu_seqlens_q)
+    ck = cu_seqlens_k.tolist() if isinstance(cu_seqlens_k, torch.Tensor) else list(cu_seqlens_k)
+    h = torch.arange(Hq, dtype=torch.int64, device=device).view(Hq, 1, 1)
+    masks = []
+    for b in range(len(cq) - 1):
+        lq, lk = cq[b + 1] - cq[b], ck[b + 1] - ck[b]
+        i = (cq[b] + torch.arange(lq, dtype=torch.int64, device=device)).view(1, lq, 1)
+        j = torch.arange(lk, dtype=torch.int64, device=device).view(1, 1, lk)
+        masks.append(dropout_keep_at(seed, offset, h, i, j, p))
+    return masks
 
 
 def draw_seed_offset(device: torch.device, generator: Optional[torch.Generator] = None,

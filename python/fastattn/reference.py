@@ -87,10 +87,15 @@ def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_caus
 
 
 def attention_varlen(query, key, value, cu_seqlens_q, cu_seqlens_k, *, is_causal: bool = False,
-                     scale: Optional[float] = None, compute_dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
-    """Plain math of :func:`fastattn.attention_varlen` (no dropout), one sequence at a time, in
-    ``compute_dtype`` (``None``: the input dtype, the "naive same dtype" of the numerics rule).
-    Bottom-right causal per sequence; rows with no visible key are 0. Differentiable."""
+                     scale: Optional[float] = None, compute_dtype: Optional[torch.dtype] = torch.float64,
+                     dropout_p: float = 0.0, dropout_mask=None) -> torch.Tensor:
+    """Plain math of :func:`fastattn.attention_varlen`, one sequence at a time, in ``compute_dtype``
+    (``None``: the input dtype, the "naive same dtype" of the numerics rule). Bottom-right causal per
+    sequence; rows with no visible key are 0. Differentiable. ``dropout_p > 0`` needs ``dropout_mask``:
+    one bool ``(Hq, lq_b, lk_b)`` per sequence, True = kept (e.g.
+    :func:`fastattn.dropout.dropout_keep_mask_varlen`), applied with ``1/(1-p)`` rescaling."""
+    if dropout_p > 0 and dropout_mask is None:
+        raise ValueError("reference.attention_varlen with dropout_p > 0 needs dropout_mask= (one per sequence)")
     dt = compute_dtype or query.dtype
     q, k, v = query.to(dt), key.to(dt), value.to(dt)
     Hq, Hkv = q.shape[1], k.shape[1]
@@ -109,6 +114,8 @@ def attention_varlen(query, key, value, cu_seqlens_q, cu_seqlens_k, *, is_causal
         sc = sc.masked_fill(~keep, float("-inf"))
         has = keep.any(-1, keepdim=True)
         p = torch.softmax(sc.masked_fill(~has, 0.0), dim=-1) * has
+        if dropout_p > 0:
+            p = p * dropout_mask[b].to(p.device) / (1.0 - dropout_p)
         outs.append((p @ vb).transpose(0, 1))
     if not outs:
         return q.new_zeros((0, Hq, v.shape[-1]))

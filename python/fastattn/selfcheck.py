@@ -21,9 +21,9 @@ A *variant* is what selects a different compiled kernel: ``op:backend:direction:
 group:mask form[:kernel path][:dropout]``, e.g. ``attention:triton:fwd:float16:d64:g1:causal_top_left:
 prefill`` (the kernel path comes from the backend's :meth:`kernel_variant`; for Triton attention it is
 ``prefill`` or the decode kernel at the query length). ``attention_varlen`` variants are
-``attention_varlen:backend:fwd:dtype:head dims:GQA group:causal_bottom_right|none[:scale<=0]``, checked
-on a few packed sequences (:data:`VARLEN_CHECK_LENGTHS`) against
-:func:`fastattn.reference.attention_varlen`, from the same plan-cache miss path. The torch backend is
+``attention_varlen:backend:fwd|bwd:dtype:head dims:GQA group:causal_bottom_right|none[:scale<=0][:dropout]``,
+checked on a few packed sequences (:data:`VARLEN_CHECK_LENGTHS`) against
+:func:`fastattn.reference.attention_varlen` (gradients too for ``bwd``), from the same plan-cache miss path. The torch backend is
 the reference's own math: never checked. :func:`sweep` (``fastattn check``) enumerates padded
 attention variants only.
 
@@ -488,10 +488,12 @@ VARLEN_CHECK_LENGTHS = ((40, 72), (0, 5), (12, 5), (3, 0))
 
 
 def _check_varlen(b, inp, direction: str) -> Result:
-    """The packed-sequence forward of ``inp``'s variant (dtype, head dims, GQA group, causal, scale sign)
-    on :data:`VARLEN_CHECK_LENGTHS` against :func:`fastattn.reference.attention_varlen` (no varlen kernel
-    has dropout or a fused backward yet: forward only)."""
+    """The packed-sequence forward of ``inp``'s variant (dtype, head dims, GQA group, causal, scale sign,
+    dropout) on :data:`VARLEN_CHECK_LENGTHS` against :func:`fastattn.reference.attention_varlen` (with
+    dropout: the keep mask of :func:`fastattn.dropout.dropout_keep_mask_varlen`); ``direction="bwd"``
+    also the fused backward's dq, dk, dv against autograd through that reference."""
     from .attention.backends.varlen import packed_out
+    from .dropout import dropout_keep_mask_varlen
     from .inputs import VarlenInputs
     from .reference import attention_varlen
     from .testing import compare
@@ -510,28 +512,48 @@ def _check_varlen(b, inp, direction: str) -> Result:
         return torch.tensor([0] + [sum(lens[:i + 1]) for i in range(len(lens))], dtype=torch.int32, device=dev)
 
     scale = (1.0 if inp.scale > 0 else -1.0) / math.sqrt(E)
+    p = 0.25 if inp.dropout_p > 0 else 0.0
     small = VarlenInputs(rnd(sum(lq), Hkv * group, E), rnd(sum(lk), Hkv, E), rnd(sum(lk), Hkv, Ev), cu(lq), cu(lk),
-                         max(lq), max(lk), inp.causal, 0.0, scale)
+                         max(lq), max(lk), inp.causal, p, scale)
+    rng = (int(torch.randint(0, 2 ** 62, (1,), generator=g)), int(torch.randint(0, 2 ** 62, (1,), generator=g)))
+    keep = dropout_keep_mask_varlen(rng[0], rng[1], small.cu_seqlens_q, small.cu_seqlens_k, small.Hq, p,
+                                    device=dev) if p > 0 else None
     empty = torch.tensor([c == 0 or (inp.causal and i < a - c) for a, c in VARLEN_CHECK_LENGTHS for i in range(a)],
                          device=dev)
-    max_err = bound = 0.0
-    error, passed = "", False
+    comps, error = [], ""
     with _isolated(dev):
         try:
             out = packed_out(small)
-            b.check_launch(small, out)
+            lse = b.check_launch(small, out, rng)
+            grads = None
+            if direction == "bwd":
+                dout = torch.randn(out.shape, generator=g).to(device=dev, dtype=dtype)
+                grads = tuple(b.check_launch_bwd(small, out, lse, dout, rng=rng))
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
         except Exception as e:  # noqa: BLE001 - a kernel that raises on this device failed its check
             error = f"the kernel raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         else:
-            args = (small.query, small.key, small.value, small.cu_seqlens_q, small.cu_seqlens_k)
-            c = compare(out, attention_varlen(*args, is_causal=inp.causal, scale=scale),
-                        attention_varlen(*args, is_causal=inp.causal, scale=scale, compute_dtype=None), dtype, FACTOR)
-            max_err, bound = c.max_err, c.bound
+            cus = (small.cu_seqlens_q, small.cu_seqlens_k)
+            with torch.enable_grad():
+                outs = []
+                for cd in (torch.float64, None):
+                    leaves = [t.detach().to(cd or dtype).requires_grad_(grads is not None)
+                              for t in (small.query, small.key, small.value)]
+                    o = attention_varlen(*leaves, *cus, is_causal=inp.causal, scale=scale, compute_dtype=cd,
+                                         dropout_p=p, dropout_mask=keep)
+                    gr = torch.autograd.grad(o, leaves, dout.to(o.dtype)) if grads is not None else ()
+                    outs.append((o.detach(), gr))
+            (ref, ref_g), (naive, naive_g) = outs
+            comps.append(compare(out, ref, naive, dtype, FACTOR))
+            for ours, r, n in zip(grads or (), ref_g, naive_g):
+                comps.append(compare(ours, r, n, dtype, FACTOR))
             if not bool((out[empty] == 0).all()):
                 error = "rows with no visible key are not exactly 0"
-            passed = c.ok and not error
+            elif grads is not None and not bool((grads[0][empty] == 0).all()):
+                error = "dq of rows with no visible key is not exactly 0"
+    max_err, bound = _worst(comps)
+    passed = not error and bool(comps) and all(c.ok for c in comps)
     return Result(passed, max_err, bound, time.perf_counter() - t0, small.describe(), error)
 
 

@@ -334,8 +334,9 @@ def optimize(model, *, attention: bool = True, ffn=True, unpad=True):
     once after the embeddings and scattered back once at its output; pad positions of returned hidden
     states are 0 (see :mod:`fastattn.integrations.unpad`). It runs on CPU tensors (inference and
     training: measured 1.4-1.6x on a BERT-base batch with 29 % padding) and for CUDA forwards without
-    grad; a CUDA forward that records grad keeps the padded encoder (the varlen backward is not fused
-    yet, the padded one is) unless ``unpad="always"``. ``unpad=False`` keeps padded execution.
+    grad; a CUDA forward that records grad keeps the padded encoder (both have fused Triton backwards;
+    neither is yet timed on a GPU, and the padded one is the default until a run compares them) unless
+    ``unpad="always"``. ``unpad=False`` keeps padded execution.
 
     ``attention``: ``model.set_attn_implementation("fastattn")``. ``ffn``: swap the feed-forward of the
     supported families (``ffn_registry()``: BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA, DistilBERT, GPT-2,

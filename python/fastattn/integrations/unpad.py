@@ -12,8 +12,8 @@ with a report line) gets an instance ``forward`` that:
    fastattn's swapped modules), dropout and LayerNorm are row-wise; the attention gets HF's packed-
    sequence kwargs (``cu_seq_lens_q/k``, ``max_length_q/k``) and the ``"fastattn"`` attention function
    runs :func:`fastattn.attention_varlen` (each sequence attends to its own tokens only): on CUDA tensors
-   one launch of the Triton varlen kernel per layer, with no host sync, where it runs the call (inference;
-   a training forward that needs grad, or with attention dropout, runs the torch backend, per sequence);
+   one launch of the Triton varlen kernel per layer, with no host sync, where it runs the call (inference
+   and training: the varlen backward and dropout are fused too);
 3. scatters back once at the encoder's output: **pad positions of the returned hidden states are 0**
    (``last_hidden_state`` and every ``output_hidden_states`` entry after the embeddings; the first entry
    is the embedding output itself). Valid positions match eager within the model-level rule.
@@ -68,8 +68,9 @@ def _padding_mask(attention_mask, B: int, S: int) -> Optional[torch.Tensor]:
 
 
 def _device_wants_unpad(encoder, hidden_states) -> bool:
-    """CPU tensors always; CUDA ones unless the forward records grad (the padded encoder has the fused
-    backward, the varlen path not yet) -- or always with ``unpad="always"``."""
+    """CPU tensors always; CUDA ones unless the forward records grad (padded and varlen attention both have
+    fused Triton backwards, neither yet timed on a GPU: the padded encoder stays the default for CUDA
+    training until a run compares them) -- or always with ``unpad="always"``."""
     if encoder.__dict__.get("_fastattn_unpad_always", False) or hidden_states.device.type != "cuda":
         return True
     return not (torch.is_grad_enabled() and hidden_states.requires_grad)
@@ -202,8 +203,8 @@ ENCODERS = {k: v[0] for k, v in _ENCODER_FORWARDS.items()}
 def swap_unpad(model: nn.Module, state, always: bool = False) -> None:
     """Give the model's encoder(s) the unpadded forward (instance attribute, recorded in ``state`` for
     ``revert``), or say in ``state.report`` why not. Unless ``always``, a CUDA forward that records grad
-    runs the stock padded encoder: the varlen attention has no fused backward yet (the torch varlen path
-    reads ``cu_seqlens`` on the host per layer), while the padded one has; measured on CPU, unpadding pays
+    runs the stock padded encoder: its fused backward is the one measured on a GPU (the varlen attention's
+    fused backward exists but is not yet timed against it); measured on CPU, unpadding pays
     for inference and training alike (1.4-1.6x, ``benchmarks/results/cpu``), so CPU tensors always unpad."""
     import types
     model_type = getattr(model.config, "model_type", None)

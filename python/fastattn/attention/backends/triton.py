@@ -187,7 +187,8 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
 def _attn_varlen_fwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                             cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int,
                             out: torch.Tensor, *, causal: bool = False, scale: Optional[float] = None,
-                            config: Optional[dict] = None) -> torch.Tensor:
+                            config: Optional[dict] = None, dropout_p: float = 0.0, seed: int = 0,
+                            offset: int = 0) -> torch.Tensor:
     """Packed variable-length forward (the prefill kernel with ``IS_VARLEN``): write into ``out`` and
     return the float32 natural-log LSE ``(Hq, total_q)`` (``-inf`` on rows with no visible key).
 
@@ -198,7 +199,10 @@ def _attn_varlen_fwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
     it are not computed), ``max_seqlen_k`` only buckets the autotuner. Sequence ``b``'s rows attend its
     keys only; ``causal`` is bottom-right per sequence. Rows of empty sequences are not written; rows
     with no visible key get 0. ``scale=None``: ``1/sqrt(E)``. ``config`` pins the tile as in
-    :func:`_attn_fwd_triton`. Validation of the user-facing contract is the caller's.
+    :func:`_attn_fwd_triton`. ``dropout_p, seed, offset``: dropout by the packed-row keep mask of
+    :mod:`fastattn.dropout` (``dropout_keep_mask_varlen``; ``triton_bwd.attn_varlen_bwd_triton``
+    regenerates it); the LSE is that of the undropped scores; ``dropout_p == 1`` writes zeros.
+    Validation of the user-facing contract is the caller's.
     """
     total_q, Hq, E = q.shape
     total_k, Hkv, _ = k.shape
@@ -217,17 +221,30 @@ def _attn_varlen_fwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
     lse = torch.empty((Hq, total_q), dtype=torch.float32, device=q.device)
     if B <= 0 or total_q == 0 or max_seqlen_q <= 0:
         return lse
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1], got {dropout_p}")
+    if dropout_p >= 1.0:  # everything dropped: the output is 0, the LSE that of the scores
+        lse = _attn_varlen_fwd_triton(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out,
+                                      causal=causal, scale=scale, config=config)
+        out.zero_()
+        return lse
+    has_dropout = dropout_p > 0.0
+    if has_dropout:
+        from ...dropout import philox_kernel_args
+        drop = tuple(philox_kernel_args(seed, offset, dropout_p))
+    else:
+        drop = (0, 0, 0, 0, 1.0)
     scale = float(E ** -0.5 if scale is None else scale)
     info = device_info(q.device)
     interpret = info.capability is None
-    mkey = (q.dtype, E, Ev, bool(causal), False, False, 0, scale > 0.0, interpret, False)
+    mkey = (q.dtype, E, Ev, bool(causal), False, False, 0, scale > 0.0, interpret, has_dropout)
     meta = {**_prefill_meta(*mkey), "IS_VARLEN": True}
     qs, ks, vs, ost = q.stride(), k.stride(), v.stride(), out.stride()
     args = (q, k, v, out, lse, q, q, q, q, cu_seqlens_q, cu_seqlens_k,  # no key lengths/mask/dense mask
             0, qs[1], qs[0], 0, ks[1], ks[0], 0, vs[1], vs[0], 0, ost[1], ost[0],
             0, 0, 0, 0, 0, 0, 0,
             Hq, Hq // Hkv, max_seqlen_q, max(max_seqlen_k, 0), 0, scale * LOG2E, scale, total_q, total_k,
-            0, 0, 0, 0, 1.0,  # no dropout in the varlen path yet
+            *drop,
             _next_pow2(max_seqlen_q), _next_pow2(max(max_seqlen_k, 1)))
     from fastattn.kernels import attention as K
     if config is None and interpret:

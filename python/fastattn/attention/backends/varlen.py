@@ -10,9 +10,12 @@ dropout; its machine-level availability is that of the attention backend of the 
   launch for the whole batch, sequence ``b`` located by ``cu_seqlens`` on the device, the grid sized by
   the caller's ``max_seqlen_q`` (no host read of ``cu_seqlens``; int64 ones are converted on the
   device). fp16, bf16, fp32 (no TF32), head dims 8..256, ``E != Ev``, GQA, causal bottom-right per
-  sequence. Forward only: no dropout in the varlen kernel (it declines ``dropout_p > 0``), and no fused
-  backward, so auto-dispatch takes ``torch`` for inputs that need grad; forced, its backward recomputes
-  through the ``torch`` backend (per-sequence SDPA under autograd: exact, but a second forward).
+  sequence. Fused backward: the backward kernels' ``IS_VARLEN`` mode
+  (:func:`~.triton_bwd.attn_varlen_bwd_triton`; GQA reduced in the dK/dV kernel, no atomics), so
+  auto-dispatch takes it for training too. Dropout in the forward and the backward kernels, from the
+  packed-row counter of :mod:`fastattn.dropout` (seed and offset drawn from torch's generator per call).
+  The autograd context keeps q, k, v, out, the LSE ``(Hq, total_q)``, the cu_seqlens and the two RNG
+  integers: nothing of size ``Lq x Lk``.
 * ``torch``: one PyTorch SDPA call per sequence on views of the packed tensors (no padding, no copy of
   q/k/v, no ``max_len x max_len`` score matrix), concatenated into the packed output; autograd and
   dropout are SDPA's. It reads ``cu_seqlens`` on the host (a device sync on CUDA tensors).
@@ -89,7 +92,10 @@ class TritonVarlen(VarlenBackend):
     DEVICES = TritonAttention.DEVICES
     MIN_CAPABILITY = TritonAttention.MIN_CAPABILITY
     HEAD_DIMS = TritonAttention.HEAD_DIMS
-    DROPOUT_HINT = " (its packed-sequence mode has no dropout yet; the torch backend runs it)"
+    #: the backward kernels' IS_VARLEN mode (kernels/attention/bwd.py): deterministic, no atomics
+    SUPPORTS_BACKWARD = True
+    #: counter-based dropout on packed rows in the forward and the backward (fastattn.dropout)
+    SUPPORTS_DROPOUT = True
 
     def kernel_reasons(self, inp) -> List[str]:
         q, k, v = inp.query, inp.key, inp.value
@@ -103,7 +109,16 @@ class TritonVarlen(VarlenBackend):
     def launch(self, inp, out: torch.Tensor, rng=(0, 0), config: Optional[dict] = None) -> torch.Tensor:
         return _attn_varlen_fwd_triton(inp.query, inp.key, inp.value, _int32(inp.cu_seqlens_q),
                                        _int32(inp.cu_seqlens_k), inp.max_seqlen_q, inp.max_seqlen_k, out,
-                                       causal=inp.causal, scale=inp.scale, config=config)
+                                       causal=inp.causal, scale=inp.scale, config=config,
+                                       dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1])
+
+    def launch_bwd(self, inp, out, lse, dout, rng=(0, 0), config: Optional[dict] = None):
+        """``(dq, dk, dv)`` of the forward :meth:`launch` ran with the same ``rng``."""
+        from .triton_bwd import attn_varlen_bwd_triton
+        return attn_varlen_bwd_triton(inp.query, inp.key, inp.value, out, lse, dout, _int32(inp.cu_seqlens_q),
+                                      _int32(inp.cu_seqlens_k), inp.max_seqlen_q, inp.max_seqlen_k,
+                                      causal=inp.causal, scale=inp.scale, dropout_p=inp.dropout_p,
+                                      seed=rng[0], offset=rng[1], config=config)
 
     def check_launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
         # on a GPU: the prefill kernel's smallest fitting tile, one compile instead of autotuning the
@@ -116,11 +131,26 @@ class TritonVarlen(VarlenBackend):
                 pass
         return type(self).launch(self, inp, out, rng)
 
+    def check_launch_bwd(self, inp, out, lse, dout, rng=(0, 0)):
+        # on a GPU: the smallest tile of each backward kernel's list, as the attention backend's check
+        from .triton import _check_tiles
+        tiles = _check_tiles(inp, "bwd")
+        if tiles is not None:
+            try:
+                return type(self).launch_bwd(self, inp, out, lse, dout, rng, config=tiles)
+            except Exception:  # noqa: BLE001 - the pinned tile does not build here: the real calls' path decides
+                pass
+        return type(self).launch_bwd(self, inp, out, lse, dout, rng)
+
     def run(self, inp) -> torch.Tensor:
+        rng = (0, 0)
+        if inp.dropout_p > 0:  # from torch's generator for the device: torch.manual_seed reproduces a run
+            from ...dropout import draw_seed_offset
+            rng = draw_seed_offset(inp.device)
         if inp.requires_grad:
-            return _TritonVarlenRecompute.apply(inp.query, inp.key, inp.value, inp, self)
+            return _TritonVarlenFn.apply(inp.query, inp.key, inp.value, inp, self, rng)
         out = packed_out(inp)
-        self.launch(inp, out)
+        self.launch(inp, out, rng)
         return out
 
 
@@ -135,32 +165,28 @@ def _launch_eagerly_under_compile(_module=None) -> None:
 when_imported("torch._dynamo", _launch_eagerly_under_compile)
 
 
-class _TritonVarlenRecompute(torch.autograd.Function):
-    """The triton varlen forward; its backward recomputes through the torch backend under autograd (the
-    context keeps q, k, v and the cu_seqlens, never a score matrix)."""
+class _TritonVarlenFn(torch.autograd.Function):
+    """The triton varlen forward and its fused backward. The context keeps q, k, v, out, the LSE
+    ``(Hq, total_q)``, the two cu_seqlens and the dropout ``(seed, offset)`` (host integers): never a
+    score or mask matrix."""
 
     @staticmethod
-    def forward(ctx, q, k, v, inp, backend):
-        ctx.save_for_backward(q, k, v, inp.cu_seqlens_q, inp.cu_seqlens_k)
-        ctx.meta = (inp.max_seqlen_q, inp.max_seqlen_k, inp.causal, inp.scale)
+    def forward(ctx, q, k, v, inp, backend, rng):
         out = packed_out(inp)
-        backend.launch(inp, out)
+        lse = backend.launch(inp, out, rng)
+        ctx.save_for_backward(q, k, v, out, lse, inp.cu_seqlens_q, inp.cu_seqlens_k)
+        ctx.meta = (inp.max_seqlen_q, inp.max_seqlen_k, inp.causal, inp.dropout_p, inp.scale)
+        ctx.rng = rng
+        ctx.backend = backend
         return out
 
     @staticmethod
     def backward(ctx, dout):
         from ...inputs import VarlenInputs
-        q, k, v, cq, ck = ctx.saved_tensors
-        with torch.enable_grad():
-            leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
-            inp = VarlenInputs(*leaves, cq, ck, *ctx.meta[:3], 0.0, ctx.meta[3])
-            out = dispatch.backends("attention_varlen")["torch"].run(inp)
-            if out.requires_grad:
-                grads = torch.autograd.grad(out, leaves, dout, allow_unused=True)
-            else:  # no query row at all
-                grads = (None, None, None)
-        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, (q, k, v))]
-        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3])), None, None)
+        q, k, v, out, lse, cq, ck = ctx.saved_tensors
+        inp = VarlenInputs(q, k, v, cq, ck, *ctx.meta)
+        grads = ctx.backend.launch_bwd(inp, out, lse, dout, ctx.rng)
+        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3])), None, None, None)
 
 
 _CAUSAL_MASKS = {}
