@@ -732,6 +732,12 @@ def test_prune_by_dtype_and_mask():
                     (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in fp32 for c in half)
                 if bd == 256 and (dense or km):
                     assert all(c.kwargs["BLOCK_N"] < 64 or c.num_stages == 1 for c in half), (cap, dense, km)
+    # sm_80 tiles measured to spill (compile_check CSV) are never kept there, for every mask form; sm_90 keeps its own list
+    for bm, bn, w, st, bd, eb in K.SM80_SPILLS:
+        for dense, dbytes, km in ((0, 0, False), (1, 1, False), (2, 4, False), (0, 0, True)):
+            kept = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in
+                    K.kept_configs(K.configs_for((8, 0)), (8, 0), 163 * 1024, bd, bd, eb, dense, dbytes, km)}
+            assert kept and (bm, bn, w, st) not in kept, (bm, bn, w, st, bd, eb, dense, km)
     # 128x64 / 8 warps / 3 stages, head dim 64, fp16 bias: 48 KB of K/V + 16 KB of Q + 48 KB of mask tiles
     c = K._cfg(128, 64, 8, 3)
     assert K.config_fits(c, 64, 64, 2, 112 * 1024, 2, False, 2)

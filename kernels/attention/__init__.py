@@ -12,7 +12,7 @@ from .common import _dropout_keep, _finalize, _key_bounds, _key_range, _load_til
 from .configs import (AUTOTUNE_KEY, BWD_AUTOTUNE_KEY, BWD_TILES, CONFIG_INTERPRET, CONFIG_INTERPRET_BWD_DKDV,
                       CONFIG_INTERPRET_BWD_DQ, CONFIGS_BWD_DKDV_SM80, CONFIGS_BWD_DKDV_SM90, CONFIGS_BWD_DQ_SM80,
                       CONFIGS_BWD_DQ_SM90, CONFIGS_FP32, CONFIGS_SM80, CONFIGS_SM90, DECODE_MAX_LQ, MAX_SPLITS,
-                      CONFIG_DROPOUT_FALLBACK, MIN_KEYS_PER_SPLIT, _cfg, autotuned_bwd_kernel, autotuned_kernel, bwd_candidates,
+                      CONFIG_DROPOUT_FALLBACK, MIN_KEYS_PER_SPLIT, SM80_SPILLS, _cfg, autotuned_bwd_kernel, autotuned_kernel, bwd_candidates,
                       bwd_configs_for, bwd_preprocess_block_m, bwd_smem_bytes, bwd_tier, choose_num_splits,
                       combine_warps, config_fits, config_kwargs, configs_for, decode_block_m, decode_config, keep,
                       kept_configs, prune_bwd_dkdv, prune_bwd_dq, prune_configs)
@@ -27,7 +27,7 @@ __all__ = [
     # device helpers
     "_load_tile", "_key_range", "_key_bounds", "_online_softmax", "_finalize", "_dropout_keep",
     # prefill configs and prune
-    "CONFIGS_SM80", "CONFIGS_SM90", "CONFIGS_FP32", "CONFIG_DROPOUT_FALLBACK", "CONFIG_INTERPRET", "AUTOTUNE_KEY", "_cfg", "keep", "config_fits",
+    "CONFIGS_SM80", "CONFIGS_SM90", "CONFIGS_FP32", "SM80_SPILLS", "CONFIG_DROPOUT_FALLBACK", "CONFIG_INTERPRET", "AUTOTUNE_KEY", "_cfg", "keep", "config_fits",
     "kept_configs", "prune_configs", "configs_for", "autotuned_kernel",
     # decode launch policy
     "DECODE_MAX_LQ", "MAX_SPLITS", "MIN_KEYS_PER_SPLIT", "decode_block_m", "decode_config", "combine_warps",

@@ -43,6 +43,13 @@ CONFIGS_FP32 = [_cfg(16, 32, 8, 2), _cfg(16, 64, 8, 2), _cfg(16, 64, 8, 3), _cfg
 #: Dropout at head dim 256 with a dense mask: every tile above spilled (compile-only, sm_90 and sm_80,
 #: fp16); this one did not (244 registers on sm_90). Kept only for that case (``kept_configs``).
 CONFIG_DROPOUT_FALLBACK = _cfg(64, 16, 8, 2)
+#: Measured exceptions on sm_80 (compile-only, ``benchmarks/results/compile_check/triton-3.9.0-sm80.csv``):
+#: (BLOCK_M, BLOCK_N, num_warps, num_stages, head dim, element bytes) tiles the model keeps and ptxas
+#: spilled (4-8 bytes, 8 bytes of stack): fp16 at head dim 64 with a causal mask (64x32/8w/3,
+#: 128x32/4w/2, 128x32/8w/3) and the fp32 16x64/8w/2 tile at head dim 128 with a float mask. Dropped
+#: for every mask form of that head dim and element size (the others keep enough tiles).
+SM80_SPILLS = frozenset({(64, 32, 8, 3, 64, 2), (128, 32, 4, 2, 64, 2), (128, 32, 8, 3, 64, 2),
+                         (16, 64, 8, 2, 128, 4)})
 #: The interpreter (TRITON_INTERPRET=1): one small fixed config, no autotuning.
 CONFIG_INTERPRET = _cfg(32, 32, 4, 1)
 
@@ -138,6 +145,8 @@ def kept_configs(configs, capability, smem_bytes: int, block_d: int, block_dv: i
     warps. fp32 (``elem_bytes == 4``): the entries of :data:`CONFIGS_FP32` among ``configs`` whose
     shared memory fits."""
     fp32 = {_key(c) for c in CONFIGS_FP32}
+    if capability is not None and capability[0] == 8:
+        configs = [c for c in configs if _key(c) + (block_d, min(elem_bytes, 4)) not in SM80_SPILLS] or configs
     if elem_bytes >= 4:
         ok = [c for c in configs if _key(c) in fp32
               and _smem(c, block_d, block_dv, elem_bytes, dense_mode, dense_bytes, key_mask) <= smem_bytes]
