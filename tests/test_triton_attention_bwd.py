@@ -575,6 +575,9 @@ BWD_SPILLS = {
     ("dq", 80, "fp16", 128, "causal+key_mask+dense_f16+dropout", 128, 32, 8): (255, True),
     ("dq", 80, "fp16", 256, "causal+key_mask+dense_f16+dropout", 128, 16, 8): (255, True),
     ("dq", 80, "fp16", 256, "causal+key_mask+dense_f16+dropout", 32, 16, 8): (255, False),
+    # sm_80 fp32 (full compile_check --arch 80 after the varlen families were added)
+    ("dkdv", 80, "fp32", 64, "dense_f32+dropout", 16, 32, 8): (80, True),
+    ("dkdv", 80, "fp32", 64, "dense_f32+dropout", 16, 16, 4): (96, False),
 }
 
 

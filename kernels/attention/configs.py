@@ -45,11 +45,14 @@ CONFIGS_FP32 = [_cfg(16, 32, 8, 2), _cfg(16, 64, 8, 2), _cfg(16, 64, 8, 3), _cfg
 CONFIG_DROPOUT_FALLBACK = _cfg(64, 16, 8, 2)
 #: Measured exceptions on sm_80 (compile-only, ``benchmarks/results/compile_check/triton-3.9.0-sm80.csv``):
 #: (BLOCK_M, BLOCK_N, num_warps, num_stages, head dim, element bytes) tiles the model keeps and ptxas
-#: spilled (4-8 bytes, 8 bytes of stack): fp16 at head dim 64 with a causal mask (64x32/8w/3,
-#: 128x32/4w/2, 128x32/8w/3) and the fp32 16x64/8w/2 tile at head dim 128 with a float mask. Dropped
+#: spilled (4-16 bytes, 8-16 bytes of stack): fp16 at head dim 64 with a causal mask (64x32/8w/3,
+#: 128x32/4w/2, 128x32/8w/3), the fp32 16x64/8w/2 tile at head dim 128 with a float mask, and the
+#: unpipelined 64x32/8w/1 at fp16 head dim 128 with varlen + causal + dropout. Dropped
 #: for every mask form of that head dim and element size (the others keep enough tiles).
 SM80_SPILLS = frozenset({(64, 32, 8, 3, 64, 2), (128, 32, 4, 2, 64, 2), (128, 32, 8, 3, 64, 2),
-                         (16, 64, 8, 2, 128, 4)})
+                         (16, 64, 8, 2, 128, 4),
+                         # fp16 head dim 128, varlen + causal + dropout: 16 bytes
+                         (64, 32, 8, 1, 128, 2)})
 #: The interpreter (TRITON_INTERPRET=1): one small fixed config, no autotuning.
 CONFIG_INTERPRET = _cfg(32, 32, 4, 1)
 
@@ -338,7 +341,7 @@ _T = {
     ("dq", 9, 4, 64, 2): [(32, 16, 4), (64, 16, 8), (32, 16, 8)],
     ("dq", 9, 4, 128, 2): [(32, 16, 8), (16, 16, 4)],
     ("dq", 9, 4, 256, 2): [(16, 16, 8)],
-    ("dkdv", 8, 4, 64, 2): [(16, 32, 8), (16, 16, 4)],
+    ("dkdv", 8, 4, 64, 2): [(16, 16, 4)],  # 16x32/8w spilled 8 B with a float mask + dropout (triton 3.9)
     ("dkdv", 8, 4, 128, 2): [(16, 32, 8), (16, 16, 4)],
     ("dkdv", 8, 4, 256, 2): [(16, 16, 8)],
     ("dq", 8, 4, 64, 2): [(32, 16, 8), (16, 16, 4)],
