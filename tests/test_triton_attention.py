@@ -769,6 +769,52 @@ def test_launcher_options(monkeypatch):
     assert seen["grid"] == (3 * 2 * 3,) and seen["HEAD_DIM"] == 40 and seen["BLOCK_D"] == 64
 
 
+@pytest.mark.parametrize("layout", ["padded", "varlen"])
+def test_autotune_winner_is_remembered(layout, monkeypatch):
+    """The autotuned launch (a GPU's path, simulated here: a device reporting sm_90, the autotuner and the
+    kernel replaced by recorders) goes through triton.autotune once per key; later calls launch the
+    remembered winner with a fixed grid, padded and varlen alike (each its own key)."""
+    from types import SimpleNamespace
+
+    from fastattn.attention.backends import triton as TA
+    from fastattn.kernels import attention as K
+    tuned, launched = [], []
+
+    class Tuner:
+        best_config = SimpleNamespace(kwargs={"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2)
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: tuned.append(grid({"BLOCK_M": 64}))
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launched.append((grid, kw["BLOCK_M"], kw["num_warps"], kw["IS_VARLEN"]))
+
+    monkeypatch.setattr(K, "autotuned_kernel", lambda cap: Tuner())
+    monkeypatch.setattr(K, "_attn_fwd_kernel", Kernel())
+    monkeypatch.setattr(TA, "device_info", lambda dev: SimpleNamespace(capability=(9, 0), index=0))
+    monkeypatch.setattr(TA, "_TUNED", {})
+    H, E = 2, 16
+    if layout == "padded":
+        q = torch.randn(1, H, 100, E, dtype=torch.float16)
+
+        def call():
+            TA._attn_fwd_triton(normalize_attention(q, q, q), torch.empty_like(q), path="prefill")
+    else:
+        q = torch.randn(100, H, E, dtype=torch.float16)
+        cu = torch.tensor([0, 30, 100], dtype=torch.int32)
+
+        def call():
+            TA._attn_varlen_fwd_triton(q, q, q, cu, cu, 70, 70, torch.empty_like(q))
+    for _ in range(3):
+        call()
+    rows = 100 if layout == "padded" else 70
+    B = 1 if layout == "padded" else 2
+    assert tuned == [((-(-rows // 64)) * B * H,)]
+    assert launched == [(((-(-rows // 64)) * B * H,), 64, 4, layout == "varlen")] * 2
+    assert len(TA._TUNED) == 1
+
+
 class _KernelSpy:
     """Stands in for a ``@triton.jit`` kernel: ``spy[grid](*args, **kw)`` records the launch, runs nothing."""
 

@@ -159,29 +159,34 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
     if meta is None:
         meta = _META[mkey] = _prefill_meta(*mkey)
 
+    _launch_prefill(args, meta, (info.index, mkey, dense.dtype, key_lens.dtype, args[-2], args[-1]), Lq,
+                    B * Hq, info, dev, config, interpret)
+    return lse
+
+
+def _launch_prefill(args, meta: dict, tkey: tuple, rows: int, programs_per_block: int, info, dev,
+                    config: Optional[dict], interpret: bool) -> None:
+    """Launch ``_attn_fwd_kernel`` (padded or varlen) over ``cdiv(rows, BLOCK_M) * programs_per_block``
+    programs. ``config`` pins the tile; the interpreter takes its one fixed tile; otherwise the first use
+    of ``tkey`` goes through ``triton.autotune`` and the winner is kept in :data:`_TUNED`, so that later
+    calls launch the plain kernel with a fixed grid (no autotuner argument dict or key building per call)."""
     from fastattn.kernels import attention as K
     if config is None and interpret:
         c = K.CONFIG_INTERPRET
         config = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
     if config is not None:
-        kern, kw = K._attn_fwd_kernel, {**meta, **config}
+        kw = {**meta, **config}
     else:
-        # autotuned: first use of a key goes through triton.autotune; the winner is kept here so
-        # later calls skip the autotuner's per-call argument dict and key building
-        tkey = (info.index, mkey, dense.dtype, key_lens.dtype, args[-2], args[-1])
         kw = _TUNED.get(tkey)
         if kw is None:
             tuner = K.autotuned_kernel(info.capability)
             with device_guard(dev):
-                tuner[lambda mt: (triton_cdiv(Lq, mt["BLOCK_M"]) * B * Hq,)](*args, **meta)
+                tuner[lambda mt: (triton_cdiv(rows, mt["BLOCK_M"]) * programs_per_block,)](*args, **meta)
             best = tuner.best_config
             _TUNED[tkey] = {**meta, **best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
-            return lse
-        kern = K._attn_fwd_kernel
-    grid = (triton_cdiv(Lq, kw["BLOCK_M"]) * B * Hq,)
+            return
     with device_guard(dev):  # Triton launches on the current device's stream
-        kern[grid](*args, **kw)
-    return lse
+        K._attn_fwd_kernel[(triton_cdiv(rows, kw["BLOCK_M"]) * programs_per_block,)](*args, **kw)
 
 
 def _attn_varlen_fwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
@@ -238,7 +243,9 @@ def _attn_varlen_fwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
     info = device_info(q.device)
     interpret = info.capability is None
     mkey = (q.dtype, E, Ev, bool(causal), False, False, 0, scale > 0.0, interpret, has_dropout)
-    meta = {**_prefill_meta(*mkey), "IS_VARLEN": True}
+    meta = _META.get((mkey, "varlen"))
+    if meta is None:
+        meta = _META[(mkey, "varlen")] = {**_prefill_meta(*mkey), "IS_VARLEN": True}
     qs, ks, vs, ost = q.stride(), k.stride(), v.stride(), out.stride()
     args = (q, k, v, out, lse, q, q, q, q, cu_seqlens_q, cu_seqlens_k,  # no key lengths/mask/dense mask
             0, qs[1], qs[0], 0, ks[1], ks[0], 0, vs[1], vs[0], 0, ost[1], ost[0],
@@ -246,16 +253,8 @@ def _attn_varlen_fwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
             Hq, Hq // Hkv, max_seqlen_q, max(max_seqlen_k, 0), 0, scale * LOG2E, scale, total_q, total_k,
             *drop,
             _next_pow2(max_seqlen_q), _next_pow2(max(max_seqlen_k, 1)))
-    from fastattn.kernels import attention as K
-    if config is None and interpret:
-        c = K.CONFIG_INTERPRET
-        config = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
-    with device_guard(q.device):
-        if config is not None:
-            K._attn_fwd_kernel[(triton_cdiv(max_seqlen_q, config["BLOCK_M"]) * B * Hq,)](*args, **meta, **config)
-        else:
-            K.autotuned_kernel(info.capability)[lambda mt: (triton_cdiv(max_seqlen_q, mt["BLOCK_M"]) * B * Hq,)](
-                *args, **meta)
+    _launch_prefill(args, meta, (info.index, mkey, "varlen", args[-2], args[-1]), max_seqlen_q, B * Hq, info,
+                    q.device, config, interpret)
     return lse
 
 
