@@ -617,3 +617,44 @@ def test_bwd_every_head_dim_has_configs():
                         for c in cands:
                             assert c in K.bwd_configs_for(fam, cap) or c.num_stages == 1
                             assert K.bwd_smem_bytes(fam, c, bd, bdv, elem) <= smem or c.num_stages == 1
+
+
+def test_bwd_autotune_winner_is_remembered(monkeypatch):
+    """The autotuned backward (a GPU's path, simulated: a device reporting sm_90, the autotuner and the
+    kernels replaced by recorders): dQ and dK/dV go through triton.autotune once per key, later calls
+    launch the remembered winners with fixed grids."""
+    from types import SimpleNamespace
+
+    from fastattn.attention.backends import triton_bwd as TB
+    from fastattn.kernels import attention as K
+    tuned, launched = [], []
+
+    class Tuner:
+        def __init__(self, family):
+            self.family = family
+            self.best_config = SimpleNamespace(kwargs={"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2)
+
+        def __getitem__(self, grid):
+            return lambda *a, **kw: tuned.append((self.family, grid({"BLOCK_M": 64, "BLOCK_N": 32})))
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *a, **kw: launched.append((self.name, grid, kw.get("num_warps")))
+
+    monkeypatch.setattr(K, "autotuned_bwd_kernel", lambda family, cap: Tuner(family))
+    for n in ("_attn_bwd_dq_kernel", "_attn_bwd_dkdv_kernel", "_attn_bwd_preprocess_kernel"):
+        monkeypatch.setattr(K, n, Kernel(n))
+    monkeypatch.setattr(TB, "device_info", lambda dev: SimpleNamespace(capability=(9, 0), index=0))
+    monkeypatch.setattr(TB, "_TUNED", {})
+    B, H, L, E = 1, 2, 100, 16
+    q, k, v, out, dout = (torch.randn(B, H, L, E, dtype=torch.float16) for _ in range(5))
+    lse = torch.zeros(B, H, L)
+    for _ in range(3):
+        TB.attn_bwd_triton(q, k, v, out, lse, dout, None, E ** -0.5)
+    assert tuned == [("dq", (2 * B * H,)), ("dkdv", (4 * B * H,))]
+    main = [x for x in launched if x[0] != "_attn_bwd_preprocess_kernel"]
+    assert main == [("_attn_bwd_dq_kernel", (2 * B * H,), 4), ("_attn_bwd_dkdv_kernel", (4 * B * H,), 4)] * 2
+    assert len(TB._TUNED) == 2

@@ -290,12 +290,12 @@ def _launch(q, k, v, out, dout, lse, dq, dk, dv, *, strides, B, Hq, Hkv, Lq, Lk,
         scalars = (causal_off, scale * LOG2E, scale, *totals, dk0, dk1, dc3, dthr, dscale, lq_b, lk_b)
         # dQ first: it also writes the row renormalisation the dK/dV kernel reads
         dq_args = (q, k, v, dout, *ptrs, dq, *opt, *qs, *ks, *vs, *dos, *dqs, *opt_strides, Hq, group, Lq, Lk, *scalars)
+        tkey = (info.index, mkey, lq_b, lk_b, tuple(t.dtype for t in opt))
         if "dq" in cfg:
             c = cfg["dq"]
             KB._attn_bwd_dq_kernel[(_cdiv(Lq, c["BLOCK_M"]) * B * Hq,)](*dq_args, **meta, **c)
         else:
-            KB.autotuned_bwd_kernel("dq", info.capability)[lambda mt: (_cdiv(Lq, mt["BLOCK_M"]) * B * Hq,)](
-                *dq_args, **meta)
+            _launch_tuned("dq", KB, dq_args, meta, tkey, Lq, B * Hq, info)
 
         dkdv_args = (q, k, v, dout, *ptrs, dk, dv, *opt, *qs, *ks, *vs, *dos, *dks, *dvs, *opt_strides,
                      Hq, Hkv, group, Lq, Lk, *scalars)
@@ -303,6 +303,26 @@ def _launch(q, k, v, out, dout, lse, dq, dk, dv, *, strides, B, Hq, Hkv, Lq, Lk,
             c = cfg["dkdv"]
             KB._attn_bwd_dkdv_kernel[(_cdiv(Lk, c["BLOCK_N"]) * B * Hkv,)](*dkdv_args, **meta, **c)
         else:
-            KB.autotuned_bwd_kernel("dkdv", info.capability)[lambda mt: (_cdiv(Lk, mt["BLOCK_N"]) * B * Hkv,)](
-                *dkdv_args, **meta)
+            _launch_tuned("dkdv", KB, dkdv_args, meta, tkey, Lk, B * Hkv, info)
     return dq, dk, dv
+
+
+#: (family, device index, constexpr key, length buckets, optional-pointer dtypes) -> launch kwargs of the
+#: autotune winner: later calls launch the plain kernel with a fixed grid (no autotuner work per call)
+_TUNED = {}
+
+
+def _launch_tuned(family: str, KB, args, meta: dict, tkey: tuple, rows: int, programs_per_block: int, info) -> None:
+    """The autotuned launch of the dQ (``family="dq"``, blocks of ``BLOCK_M`` query rows) or dK/dV kernel
+    (``"dkdv"``, blocks of ``BLOCK_N`` keys): through ``triton.autotune`` on the first use of ``tkey``,
+    then the remembered winner directly. Both kernels overwrite their outputs, so the autotuner's
+    benchmark launches leave correct results."""
+    block = "BLOCK_M" if family == "dq" else "BLOCK_N"
+    kw = _TUNED.get((family,) + tkey)
+    if kw is None:
+        tuner = KB.autotuned_bwd_kernel(family, info.capability)
+        tuner[lambda mt: (_cdiv(rows, mt[block]) * programs_per_block,)](*args, **meta)
+        _TUNED[(family,) + tkey] = {**meta, **KB.config_kwargs(tuner.best_config)}
+        return
+    kern = KB._attn_bwd_dq_kernel if family == "dq" else KB._attn_bwd_dkdv_kernel
+    kern[(_cdiv(rows, kw[block]) * programs_per_block,)](*args, **kw)
