@@ -134,7 +134,8 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_
                 return _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
             c = attn_mask.__dict__.get("_fastattn_sdpa")
             t = attn_mask.mask if attn_mask.lengths is None else attn_mask.lengths
-            if c is not None and c[0] is t and c[1] == (t._version, query.shape[2], key.shape[2]):
+            if c is not None and c[0] is t and c[1] == (t._version, query.shape[2], key.shape[2],
+                                                         torch.is_inference_mode_enabled()):
                 return _sdpa(query, key, value, c[2], dropout_p, c[3], scale=scale, enable_gqa=enable_gqa)
     inp = normalize_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     plan = plan_for(inp, backend)
@@ -157,14 +158,15 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_
 def _keypadding_as_sdpa(inp, plan, kp) -> bool:
     """A ``KeyPadding`` call the torch backend served with one SDPA call on a mask it built (no empty-row
     fix-up needed): remember that mask on the user's ``KeyPadding`` object, keyed by the tensor object,
-    its in-place version counter and (Lq, Lk), so that a repeat of the call is one SDPA call."""
+    its in-place version counter, (Lq, Lk) and inference mode, so that a repeat of the call is one SDPA call."""
     if plan.backend.name != "torch" or interpreting():
         return False
     attn_mask, is_causal, row_has = _sdpa_mask(inp)
     if row_has is not None or (is_causal and inp.scale <= 0):
         return False
     t = kp.mask if kp.lengths is None else kp.lengths
-    kp.__dict__["_fastattn_sdpa"] = (t, (t._version, inp.Lq, inp.Lk), attn_mask, is_causal)
+    kp.__dict__["_fastattn_sdpa"] = (t, (t._version, inp.Lq, inp.Lk, torch.is_inference_mode_enabled()),
+                                     attn_mask, is_causal)  # (an inference-mode mask never meets autograd)
     return True
 
 

@@ -23,6 +23,7 @@ import torch
 
 from ...runtime import device_guard, device_info, triton_reason
 from .base import AttnBackend
+from .kernel_args import mask_args
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _DENSE_DTYPES = (torch.bool, torch.float16, torch.bfloat16, torch.float32)
@@ -109,16 +110,9 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
         raise ValueError("the decode kernel has no dropout; use path='prefill'")
 
     kl, km = m.key_lengths, m.key_mask
-    key_lens, stride_klb = q, 0  # q stands in for absent optional tensors; never dereferenced
-    key_mask, key_range, stride_kmb, stride_kmn = q, q, 0, 0
-    if kl is not None:
-        key_lens, stride_klb = kl, kl.stride(0)
-    if km is not None:
-        key_mask = km.view(torch.uint8)
-        stride_kmb, stride_kmn = key_mask.stride()
-        key_range = m.key_range()  # computed once per mask object, on the device
-    causal = m.causal
-    causal_off = 0 if causal is None or causal == "top_left" else Lk - Lq
+    a = mask_args(m, q, Lq, Lk)  # q stands in for absent optional tensors
+    key_lens, stride_klb, key_mask, key_range, stride_kmb, stride_kmn = a[:6]
+    causal, causal_off = m.causal, a.causal_off
     scale = float(inp.scale)
     qs, ks, vs = q.stride(), k.stride(), v.stride()
     dev = q.device
@@ -130,16 +124,7 @@ def _attn_fwd_triton(inp, out: torch.Tensor, config: Optional[dict] = None, *, p
                        kl is not None, km is not None, causal_off, scale, info, config, num_splits)
         return lse
 
-    dense_mode = 0
-    dstr = (0, 0, 0, 0)
-    if dense is not None:
-        if dense.dtype == torch.bool:
-            dense, dense_mode = dense.view(torch.uint8), 1
-        else:
-            dense_mode = 2
-        dstr = dense.stride()
-    else:
-        dense = q
+    dense, dense_mode, dstr = a.dense, a.dense_mode, a.dense_strides
     fast_scale = scale > 0.0 and dense_mode != 2
     interpret = info.capability is None
     if has_dropout:
@@ -371,23 +356,17 @@ class TritonAttention(AttnBackend):
 
     def check_launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
         tiles = None if _decode_path(inp) else _check_tiles(inp, "fwd")
-        if tiles is not None:
-            try:
-                return _attn_fwd_triton(inp, out, tiles, dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1])
-            except Exception:  # noqa: BLE001 - the pinned tile does not build here: the real calls' path decides
-                pass
-        return type(self).launch(self, inp, out, rng)
+        return pinned_or_default(
+            tiles, lambda: _attn_fwd_triton(inp, out, tiles, dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1]),
+            lambda: type(self).launch(self, inp, out, rng))
 
     def check_launch_bwd(self, inp, out, lse, dout, rng=(0, 0)):
+        from .triton_bwd import attn_bwd_triton
         tiles = _check_tiles(inp, "bwd")
-        if tiles is not None:
-            try:
-                from .triton_bwd import attn_bwd_triton
-                return attn_bwd_triton(inp.query, inp.key, inp.value, out, lse, dout, inp.mask, inp.scale,
-                                       dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1], config=tiles)
-            except Exception:  # noqa: BLE001
-                pass
-        return type(self).launch_bwd(self, inp, out, lse, dout, rng)
+        return pinned_or_default(
+            tiles, lambda: attn_bwd_triton(inp.query, inp.key, inp.value, out, lse, dout, inp.mask, inp.scale,
+                                           dropout_p=inp.dropout_p, seed=rng[0], offset=rng[1], config=tiles),
+            lambda: type(self).launch_bwd(self, inp, out, lse, dout, rng))
 
     def kernel_variant(self, inp):
         if _decode_path(inp):
@@ -414,6 +393,18 @@ def grid_reasons(B: int, Hq: int, Lq: int, lq_name: str) -> List[str]:
         return [f"B*Hq*{lq_name} = {B * Hq * Lq} rows (B*Hq*ceil({lq_name}/64) = {programs} programs) exceeds the "
                 "2^31-1 grid limit"]
     return []
+
+
+def pinned_or_default(tiles: Optional[dict], pinned, default):
+    """The self-check's launch (``check_launch*``): on a GPU ``tiles`` pins the smallest fitting tile(s),
+    one compile instead of autotuning the check's small shape; if that tile does not build here, the
+    real calls' path (``default``) decides."""
+    if tiles is not None:
+        try:
+            return pinned()
+        except Exception:  # noqa: BLE001 - the pinned tile does not build here
+            pass
+    return default()
 
 
 def _check_tiles(inp, direction: str) -> Optional[dict]:

@@ -23,6 +23,7 @@ import torch
 from ...dropout import philox_kernel_args
 from ...masks import NormalizedMask
 from ...runtime import device_guard, device_info
+from .kernel_args import mask_args
 
 __all__ = ["attn_bwd_triton", "attn_varlen_bwd_triton"]
 
@@ -125,33 +126,16 @@ def attn_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torc
             t.zero_()
         return dq, dk, dv
 
-    kl, km, dense = mask.key_lengths, mask.key_mask, mask.dense
-    key_lens, stride_klb = lse, 0  # lse stands in for absent optional tensors; never dereferenced
-    key_mask, key_range, stride_kmb, stride_kmn = lse, lse, 0, 0
-    if kl is not None:
-        key_lens, stride_klb = kl, kl.stride(0)
-    if km is not None:
-        key_mask = km.view(torch.uint8)
-        stride_kmb, stride_kmn = key_mask.stride()
-        key_range = mask.key_range()  # once per mask object (the forward's, when autograd kept it)
-    causal = mask.causal
-    causal_off = 0 if causal is None or causal == "top_left" else Lk - Lq
-    dense_mode, dstr = 0, (0, 0, 0, 0)
-    if dense is not None:
-        if dense.dtype == torch.bool:
-            dense, dense_mode = dense.view(torch.uint8), 1
-        else:
-            dense_mode = 2
-        dstr = dense.stride()
-    else:
-        dense = lse
+    # key range: once per mask object (the forward's, when autograd kept it); lse stands in for absent ones
+    a = mask_args(mask, lse, Lq, Lk)
     return _launch(q, k, v, out, dout, lse, dq, dk, dv,
                    strides=tuple(t.stride()[:3] for t in (q, k, v, out, dout, dq, dk, dv)),
                    B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, E=E, Ev=Ev,
-                   opt=(key_lens, key_mask, key_range, dense, lse, lse),
-                   opt_strides=(stride_klb, stride_kmb, stride_kmn, *dstr),
-                   kinds=(causal is not None, kl is not None, km is not None, dense_mode),
-                   causal_off=causal_off, totals=(0, 0), scale=scale,
+                   opt=(a.key_lens, a.key_mask, a.key_range, a.dense, lse, lse),
+                   opt_strides=(a.stride_klb, a.stride_kmb, a.stride_kmn, *a.dense_strides),
+                   kinds=(mask.causal is not None, mask.key_lengths is not None, mask.key_mask is not None,
+                          a.dense_mode),
+                   causal_off=a.causal_off, totals=(0, 0), scale=scale,
                    dropout=(dropout_p, seed, offset), config=config)
 
 

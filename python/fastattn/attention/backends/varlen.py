@@ -121,26 +121,16 @@ class TritonVarlen(VarlenBackend):
                                       seed=rng[0], offset=rng[1], config=config)
 
     def check_launch(self, inp, out: torch.Tensor, rng=(0, 0)) -> torch.Tensor:
-        # on a GPU: the prefill kernel's smallest fitting tile, one compile instead of autotuning the
-        # check's own small shape (as the attention backend's check)
+        from .triton import pinned_or_default
         tiles = check_tiles_fwd(inp.device, inp.E, inp.Ev, inp.query.element_size())
-        if tiles is not None:
-            try:
-                return type(self).launch(self, inp, out, rng, config=tiles)
-            except Exception:  # noqa: BLE001 - the pinned tile does not build here: the real calls' path decides
-                pass
-        return type(self).launch(self, inp, out, rng)
+        return pinned_or_default(tiles, lambda: type(self).launch(self, inp, out, rng, config=tiles),
+                                 lambda: type(self).launch(self, inp, out, rng))
 
     def check_launch_bwd(self, inp, out, lse, dout, rng=(0, 0)):
-        # on a GPU: the smallest tile of each backward kernel's list, as the attention backend's check
-        from .triton import _check_tiles
+        from .triton import _check_tiles, pinned_or_default
         tiles = _check_tiles(inp, "bwd")
-        if tiles is not None:
-            try:
-                return type(self).launch_bwd(self, inp, out, lse, dout, rng, config=tiles)
-            except Exception:  # noqa: BLE001 - the pinned tile does not build here: the real calls' path decides
-                pass
-        return type(self).launch_bwd(self, inp, out, lse, dout, rng)
+        return pinned_or_default(tiles, lambda: type(self).launch_bwd(self, inp, out, lse, dout, rng, config=tiles),
+                                 lambda: type(self).launch_bwd(self, inp, out, lse, dout, rng))
 
     def run(self, inp) -> torch.Tensor:
         rng = (0, 0)
